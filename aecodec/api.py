@@ -1,0 +1,90 @@
+"""The public API: encode(image, quality) -> bytes and decode(bytes) -> PIL image. Orchestration only."""
+
+from __future__ import annotations
+
+import torch
+
+from . import format as aec_format
+from . import image as images
+from .errors import DecodeError
+from .model import STRIDE, check_quality
+from .weights import SHIPPED, Model, find, load
+
+DEFAULT_QUALITY = 4.0
+
+
+def _device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _model(weights) -> Model:
+    return weights if isinstance(weights, Model) else load(weights)
+
+
+def encode(image, quality: float = DEFAULT_QUALITY, *, weights=None, backend: str | None = None, device=None) -> bytes:
+    """Compress an image to .aec bytes.
+
+    image: a path, PIL image, NumPy array (H, W[, C]) uint8/uint16/float in [0, 1], or tensor ([1,] C, H, W).
+    quality: float in [1, 8] (higher = more bits, better fidelity), kept to 1/1000.
+    weights: a shipped model name, a weights file path or a loaded Model (default: the shipped model).
+    backend: entropy coder, "python" or "native" (default: native when built).
+    device: where the transforms run ("cpu", "cuda"; default: cuda when available).
+    """
+    quality = round(check_quality(quality) * 1000) / 1000
+    model = _model(weights)
+    picture = images.load(image)
+    dev = _device(device)
+    net = model.net.to(dev)
+    with torch.inference_mode():
+        x = images.to_network(picture.colour, STRIDE).to(dev)
+        y, z = net.analysis(x, torch.tensor([quality], device=dev))
+    streams, symbols_crc = model.latents.encode(y, z, backend=backend)
+    if picture.alpha is not None:
+        streams["alpha"] = images.encode_alpha(picture.alpha)
+    header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
+    return aec_format.pack(header, streams)
+
+
+def decode(data: bytes, *, weights=None, backend: str | None = None, device=None):
+    """Decompress .aec bytes to a PIL image of the original size and mode (L, LA, RGB or RGBA).
+
+    Raises aecodec.DecodeError for any damaged, truncated or foreign file, never returns a wrong image."""
+    header, streams = aec_format.unpack(data)
+    model = find(header.model_id, [_model(weights)] if weights is not None else [])
+    if model is None:
+        raise DecodeError(
+            f"file was made by model {header.model_id.hex()}, which this aecodec does not have "
+            f"(shipped: {', '.join(SHIPPED)}; pass weights= for others)"
+        )
+    has_alpha = header.mode in ("LA", "RGBA")
+    if has_alpha != bool(streams["alpha"]):
+        raise DecodeError("alpha stream does not match the image mode")
+    pad_h, pad_w = -(-header.height // STRIDE) * STRIDE, -(-header.width // STRIDE) * STRIDE
+    z_shape = (model.net.N, pad_h // STRIDE, pad_w // STRIDE)
+    y_hat = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
+    dev = _device(device)
+    net = model.net.to(dev)
+    with torch.inference_mode():
+        x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.quality], device=dev))
+    colour = images.from_network(x_hat, header.width, header.height)
+    alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
+    return images.assemble(header.mode, colour, alpha)
+
+
+def info(data: bytes) -> dict:
+    """What an .aec file holds, from its header (verified, not decoded)."""
+    header, streams = aec_format.unpack(data)
+    pixels = header.width * header.height
+    return {
+        "width": header.width,
+        "height": header.height,
+        "mode": header.mode,
+        "quality": header.quality,
+        "model_id": header.model_id.hex(),
+        "bytes": len(data),
+        "bpp": 8 * len(data) / pixels,
+        "streams": {name: len(s) for name, s in streams.items()},
+        "format_version": aec_format.VERSION,
+    }

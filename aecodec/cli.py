@@ -1,0 +1,175 @@
+"""The `aecodec` command: compress, decompress, info, train.
+
+Exit codes: 0 success, 1 bad input (unreadable image, damaged .aec, missing weights), 2 usage error,
+130 interrupted. Outputs are written to a temporary file beside the target and renamed into place,
+so a failed run never leaves a partial file, and an existing output is only replaced with --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import AecError
+from .model import QUALITY_MAX, QUALITY_MIN
+
+
+class CliError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, force: bool):
+    """Yield a temporary path beside `path`; on success rename it over `path`, on failure remove it."""
+    if path.exists() and not force:
+        raise CliError(f"{path} exists (use --force to overwrite)")
+    if path.is_dir():
+        raise CliError(f"{path} is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CliError(f"output folder {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def cmd_compress(args) -> None:
+    from .api import encode, info
+
+    src, out = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise CliError(f"{src}: no such file")
+    with atomic_output(out, args.force) as tmp:
+        data = encode(src, quality=args.quality, weights=args.weights, backend=args.backend)
+        tmp.write_bytes(data)
+    if not args.quiet:
+        meta = info(data)
+        print(f"{src} -> {out}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, quality {meta['quality']:g}")
+
+
+def cmd_decompress(args) -> None:
+    from .api import decode
+
+    src, out = Path(args.input), Path(args.output)
+    data = _read(src)
+    image = decode(data, weights=args.weights, backend=args.backend)
+    with atomic_output(out, args.force) as tmp:
+        try:
+            image.save(tmp, format=_image_format(out))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CliError(f"cannot write {out}: {exc}") from exc
+    if not args.quiet:
+        print(f"{src} -> {out}: {image.width}x{image.height} {image.mode}")
+
+
+def _image_format(path: Path) -> str:
+    from PIL import Image
+
+    Image.init()
+    fmt = Image.EXTENSION.get(path.suffix.lower())
+    if fmt is None:
+        raise CliError(f"cannot tell the image format of {path} from its extension (use .png, .bmp, .tif, ...)")
+    return fmt
+
+
+def cmd_info(args) -> None:
+    from . import _native
+    from .api import info
+
+    if args.backend_info:
+        print(json.dumps({"backend": _native.backend_name(), "native": _native.HAS_EXT, "cuda": _native.HAS_CUDA,
+                          "native_import_error": _native.IMPORT_ERROR}, indent=1))
+        return
+    if not args.file:
+        raise CliError("info needs a FILE (or --backend)")
+    meta = info(_read(Path(args.file)))
+    if args.json:
+        print(json.dumps(meta, indent=1))
+        return
+    print(f"{args.file}: {meta['width']}x{meta['height']} {meta['mode']}, {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, "
+          f"quality {meta['quality']:g}, model {meta['model_id']}, format v{meta['format_version']}")
+    print("  streams: " + ", ".join(f"{k} {v} B" for k, v in meta["streams"].items()))
+
+
+def cmd_train(args) -> None:
+    from .train import train
+
+    train(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aecodec", description="A learned image codec.")
+    parser.add_argument("--version", action="version", version=f"aecodec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
+        p.add_argument("--weights", help="weights file or shipped model name (default: the shipped model)")
+        p.add_argument("--backend", choices=["python", "native"], help="entropy coder (default: native when built)")
+        p.add_argument("--quiet", "-q", action="store_true")
+
+    p = sub.add_parser("compress", help="image -> .aec")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--quality", "-Q", type=float, default=4.0,
+                   help=f"rate knob, any number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}]; higher = more bits (default 4)")
+    common(p)
+    p.set_defaults(run=cmd_compress)
+
+    p = sub.add_parser("decompress", help=".aec -> image (format from the output's extension)")
+    p.add_argument("input")
+    p.add_argument("output")
+    common(p)
+    p.set_defaults(run=cmd_decompress)
+
+    p = sub.add_parser("info", help="what an .aec file holds; --backend: which coder this install uses")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", dest="backend_info", action="store_true", help="print the coder backend and exit")
+    p.set_defaults(run=cmd_info)
+
+    from .train import add_arguments
+
+    p = sub.add_parser("train", help="train the variable-rate model")
+    add_arguments(p)
+    p.set_defaults(run=cmd_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (AecError, CliError) as exc:
+        print(f"aecodec: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. quality out of range
+        print(f"aecodec: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aecodec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Entropy coding of symbol arrays into byte streams: lane framing here, the coding in a backend.
+
+Backends: `python` (NumPy reference, always there) and `native` (the C++ extension: threads, CUDA).
+Both implement encode(symbols, indexes, tables, lanes) -> (payload, lane_words),
+decode(payload, lane_words, indexes, tables) -> symbols and prepare(values, means, indexes, tables)
+-> (symbols, quantized), and must agree byte for byte.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _native
+from ..errors import DecodeError
+from ..format import ByteReader, varint
+from . import python as python_coder
+from .tables import MAX_LANES, CdfTables, default_lanes
+
+__all__ = ["CdfTables", "encode_stream", "decode_stream", "prepare", "BACKENDS", "default_backend"]
+
+BACKENDS = {"python": python_coder}
+if _native.HAS_EXT:
+    from . import native as native_coder
+
+    BACKENDS["native"] = native_coder
+
+
+def default_backend() -> str:
+    return "native" if _native.HAS_EXT else "python"
+
+
+def encode_stream(symbols, indexes, tables: CdfTables, lanes: int | None = None, backend: str | None = None) -> bytes:
+    """Stream = varint lane count, varint 16-bit word count per lane, then the lane payloads."""
+    symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+    indexes = np.ascontiguousarray(indexes, dtype=np.int32).ravel()
+    lanes = default_lanes(symbols.size) if lanes is None else int(lanes)
+    if not 1 <= lanes <= MAX_LANES:
+        raise ValueError(f"lanes must be in [1, {MAX_LANES}]")
+    payload, lane_words = BACKENDS[backend or default_backend()].encode(symbols, indexes, tables, lanes)
+    return varint(lanes) + b"".join(varint(int(w)) for w in lane_words) + payload
+
+
+def decode_stream(data: bytes, indexes, tables: CdfTables, backend: str | None = None) -> np.ndarray:
+    indexes = np.ascontiguousarray(indexes, dtype=np.int32).ravel()
+    if indexes.size and (indexes.min() < 0 or indexes.max() >= len(tables.lengths)):
+        raise ValueError("table index out of range")
+    reader = ByteReader(data, "rANS stream")
+    lanes = reader.varint()
+    if not 1 <= lanes <= MAX_LANES:
+        raise DecodeError(f"rANS stream declares {lanes} lanes")
+    lane_words = np.array([reader.varint() for _ in range(lanes)], dtype=np.int64)
+    payload = reader.rest()
+    if int((4 + 2 * lane_words).sum()) != len(payload):
+        raise DecodeError("rANS stream length does not match its lane table")
+    return BACKENDS[backend or default_backend()].decode(payload, lane_words, indexes, tables)
+
+
+def prepare(values, means, indexes, tables: CdfTables, backend: str | None = None):
+    """Latent values (torch, any device) -> (symbols, quantized values) as int32 NumPy arrays."""
+    return BACKENDS[backend or default_backend()].prepare(values, means, indexes, tables)

@@ -1,0 +1,65 @@
+"""Integer CDF tables and the lane layout: the parts of the rANS bitstream every backend shares."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PRECISION = 16  # CDFs sum to 2**PRECISION; also the renormalisation word size in bits
+RANS_L = 1 << 16  # lower bound of the coder state, which lives in [RANS_L, 2**32)
+SYMBOLS_PER_LANE = 16384  # default lane size: enough lanes for threads, few enough to keep lane headers small
+MAX_LANES = 256
+
+
+def default_lanes(num_symbols: int) -> int:
+    return int(min(MAX_LANES, max(1, -(-num_symbols // SYMBOLS_PER_LANE))))
+
+
+def lane_bounds(num_symbols: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lane k codes symbols [k*n, min((k+1)*n, S)) with n = ceil(S / lanes); trailing lanes may be empty."""
+    n = -(-num_symbols // lanes) if lanes else 0
+    starts = np.minimum(np.arange(lanes, dtype=np.int64) * n, num_symbols)
+    return starts, np.minimum(starts + n, num_symbols)
+
+
+class CdfTables:
+    """T quantized CDFs, row i valid on [0, lengths[i]): cdfs[i, 0] = 0, cdfs[i, lengths[i]-1] = 2**PRECISION,
+    strictly increasing, so every symbol s < lengths[i] - 1 has frequency cdfs[i, s+1] - cdfs[i, s] >= 1."""
+
+    def __init__(self, cdfs, lengths, offsets):
+        self.cdfs = np.ascontiguousarray(np.asarray(cdfs, dtype=np.int32))
+        self.lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int32))
+        self.offsets = np.ascontiguousarray(np.asarray(offsets, dtype=np.int32))
+        self._lut = None
+        self._validate()
+
+    def _validate(self) -> None:
+        t, width = self.cdfs.shape
+        if self.lengths.shape != (t,) or self.offsets.shape != (t,):
+            raise ValueError("CDF tables: lengths and offsets need one entry per table")
+        if np.any(self.lengths < 2) or np.any(self.lengths > width):
+            raise ValueError("CDF tables: lengths out of range")
+        for row, n in zip(self.cdfs, self.lengths):
+            if row[0] != 0 or row[n - 1] != 1 << PRECISION or np.any(np.diff(row[:n]) <= 0):
+                raise ValueError("CDF tables: a table is not a strictly increasing CDF from 0 to 2**PRECISION")
+
+    @property
+    def escape_symbols(self) -> np.ndarray:
+        """Per table, the last symbol: it stands for a value outside the table's range (see FORMAT.md)."""
+        return self.lengths - 2
+
+    def check_symbols(self, symbols: np.ndarray, indexes: np.ndarray) -> None:
+        if symbols.shape != indexes.shape:
+            raise ValueError("symbols and indexes differ in shape")
+        if indexes.size and (indexes.min() < 0 or indexes.max() >= len(self.lengths)):
+            raise ValueError("table index out of range")
+        if symbols.size and (symbols.min() < 0 or np.any(symbols >= self.lengths[indexes] - 1)):
+            raise ValueError("symbol out of its table's range")
+
+    def slot_lut(self) -> np.ndarray:
+        """(T, 2**PRECISION) uint16: the symbol whose CDF interval holds each slot; built once, on demand."""
+        if self._lut is None:
+            lut = np.zeros((len(self.lengths), 1 << PRECISION), dtype=np.uint16)
+            for i, n in enumerate(self.lengths):
+                lut[i] = np.repeat(np.arange(n - 1, dtype=np.uint16), np.diff(self.cdfs[i, :n]))
+            self._lut = lut
+        return self._lut

@@ -1,0 +1,17 @@
+"""The exceptions aecodec raises on bad input; the CLI turns each into a one-line message and exit code."""
+
+
+class AecError(Exception):
+    """Base class of aecodec's errors."""
+
+
+class DecodeError(AecError, ValueError):
+    """An .aec file is truncated, corrupted, of an unknown version or made by a model we do not have."""
+
+
+class ImageError(AecError, ValueError):
+    """An input image cannot be read or is of a kind aecodec does not code."""
+
+
+class WeightsError(AecError, RuntimeError):
+    """Model weights are missing, fail their sha256 check or are malformed."""

@@ -1,0 +1,100 @@
+"""The network: a mean-scale hyperprior (Minnen et al. 2018) with gain units for variable rate.
+
+The transforms and entropy models are compressai's; what is ours is the rate control. One model covers
+every quality through gain units (Cui et al., CVPR 2021): a per-channel gain vector scales the latent
+before quantization (a larger gain means finer quantization, more bits) and an inverse gain undoes it
+before synthesis. One learned pair per anchor quality; in between, gains are interpolated
+log-linearly, and training samples qualities continuously so the interpolation is trained too.
+
+    x -> g_a -> *gain(q) -> y -> h_a -> z -> Q -> z_hat -> h_s -> (scales, means)
+    y -> Q (around means) -> y_hat -> *inv_gain(q) -> g_s -> x_hat
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from compressai.models import MeanScaleHyperprior
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+# Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q trains with CompressAI's MSE
+# lambda for its quality q, so "quality 3" means roughly what it means there.
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
+QUALITY_MIN = 1.0
+QUALITY_MAX = float(len(LAMBDAS))
+
+# Total downsampling of g_a (16) times h_a (4): image sides are padded to a multiple of this.
+STRIDE = 64
+
+
+def _interpolate_anchors(table: Tensor, quality: Tensor) -> Tensor:
+    """Linear interpolation of rows of `table` (K, ...) at fractional anchor positions quality-1."""
+    pos = (quality.to(table.dtype) - QUALITY_MIN).clamp(0, table.shape[0] - 1)
+    lo = pos.floor().long().clamp(max=table.shape[0] - 2)
+    t = (pos - lo.to(pos.dtype)).view(-1, *([1] * (table.dim() - 1)))
+    return table[lo] * (1 - t) + table[lo + 1] * t
+
+
+def lambda_for(quality: Tensor) -> Tensor:
+    """Rate-distortion trade-off for each quality: log-linear between the anchor lambdas."""
+    log_lambdas = torch.tensor(LAMBDAS, dtype=torch.float64).log()
+    return _interpolate_anchors(log_lambdas, quality.double().cpu()).exp().to(quality.device)
+
+
+def check_quality(quality: float) -> float:
+    quality = float(quality)
+    if not (QUALITY_MIN <= quality <= QUALITY_MAX) or math.isnan(quality):
+        raise ValueError(f"quality must be a number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}], got {quality}")
+    return quality
+
+
+class AECModel(MeanScaleHyperprior):
+    """compressai's MeanScaleHyperprior(N, M) plus gain units; forward() takes a quality per image."""
+
+    def __init__(self, N: int = 64, M: int = 128):
+        super().__init__(N=N, M=M)
+        anchors = len(LAMBDAS)
+        # Each lambda step doubles lambda, and D ~ step^2, so start the gains sqrt(2) apart.
+        init = 0.5 * math.log(2.0) * (torch.arange(anchors, dtype=torch.float32) - (anchors - 1) / 2)
+        self.log_gain = nn.Parameter(init[:, None].repeat(1, M))
+        self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, M))
+
+    @property
+    def config(self) -> dict:
+        return {"N": self.N, "M": self.M}
+
+    def gains(self, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """(gain, inverse gain), each (B, M, 1, 1), for a batch of qualities (B,)."""
+        gain = _interpolate_anchors(self.log_gain, quality).exp()
+        inv_gain = _interpolate_anchors(self.log_inv_gain, quality).exp()
+        return gain[:, :, None, None], inv_gain[:, :, None, None]
+
+    def analysis(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """x in [0, 1], (B, 3, H, W) with H, W multiples of STRIDE -> (y, z), both unquantized."""
+        gain, _ = self.gains(quality)
+        y = self.g_a(x) * gain
+        return y, self.h_a(y)
+
+    def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """z_hat -> (scales, means) of y's Gaussian conditional, in float."""
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        return scales, means
+
+    def synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
+        _, inv_gain = self.gains(quality)
+        return self.g_s(y_hat * inv_gain)
+
+    def forward(self, x: Tensor, quality: Tensor) -> dict:
+        y, z = self.analysis(x, quality)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales, means = self.hyper_synthesis(z_hat)
+        # Noise stands in for quantization in the rate term; the synthesis sees the rounded latent
+        # (straight-through), as at inference: the "mixed" quantization of recent learned codecs.
+        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        y_hat = quantize_ste(y - means) + means
+        return {
+            "x_hat": self.synthesis(y_hat, quality),
+            "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+        }

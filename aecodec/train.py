@@ -1,0 +1,233 @@
+"""Training of the single variable-rate model: `aecodec train --data DIR --out CKPT`.
+
+Each step draws random crops (with flips) and a continuous quality per crop, and minimises
+lambda(q) * 255^2 * MSE + bpp summed over the batch, so every quality is trained in every step.
+Training state (weights, both optimizers, step, every RNG) is checkpointed next to the output as
+CKPT.train.pt; `--resume` continues from it exactly. At the end the integer CDF tables are frozen
+and the shipped checkpoint is written to CKPT (see aecodec.weights.save_shipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .model import QUALITY_MAX, QUALITY_MIN, AECModel, lambda_for
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+def load_images(folder: Path, min_side: int) -> list[torch.Tensor]:
+    """All images of a folder as uint8 (3, H, W) tensors; images smaller than a crop are skipped."""
+    from PIL import Image
+
+    images = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+        if min(array.shape[:2]) >= min_side:
+            images.append(torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous())
+    if not images:
+        raise SystemExit(f"error: no training images of at least {min_side}x{min_side} in {folder}")
+    return images
+
+
+def sample_batch(images, batch: int, crop: int, gen: torch.Generator) -> torch.Tensor:
+    crops = []
+    for _ in range(batch):
+        img = images[int(torch.randint(len(images), (1,), generator=gen))]
+        _, h, w = img.shape
+        top = int(torch.randint(h - crop + 1, (1,), generator=gen))
+        left = int(torch.randint(w - crop + 1, (1,), generator=gen))
+        patch = img[:, top : top + crop, left : left + crop]
+        flips = torch.randint(2, (2,), generator=gen)
+        if flips[0]:
+            patch = patch.flip(2)
+        if flips[1]:
+            patch = patch.flip(1)
+        crops.append(patch)
+    return torch.stack(crops).float() / 255.0
+
+
+def learning_rate(step: int, steps: int, base_lr: float, drop_at: float) -> float:
+    """Constant, then one drop by 10x for the last (1 - drop_at) of the run, short warm-up first."""
+    warmup = min(500, steps // 20)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    return base_lr * (0.1 if step >= drop_at * steps else 1.0)
+
+
+def rd_loss(model, x: torch.Tensor, quality: torch.Tensor) -> dict:
+    out = model(x, quality)
+    num_pixels = x.shape[2] * x.shape[3]
+    bits = sum(lik.log2().flatten(1).sum(1) for lik in out["likelihoods"].values())
+    bpp = -bits / num_pixels
+    mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
+    loss = (lambda_for(quality) * 255**2 * mse + bpp).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "mse": mse}
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": gen.get_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["data"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun this joins the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def train(args: argparse.Namespace) -> None:
+    from .weights import save_shipped
+
+    out = Path(args.out)
+    state_path = out.with_name(out.name + ".train.pt")
+    if args.export:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model = AECModel(**state["config"])
+        model.load_state_dict(state["model"])
+        save_shipped(model, out)
+        print(f"wrote {out} from step {state['step']} of {state_path}")
+        return
+    rank, world, device = _setup_distributed()
+    if not args.data:
+        raise SystemExit("error: --data is required to train")
+    images = load_images(Path(args.data), args.crop)
+
+    torch.manual_seed(args.seed + rank)
+    gen = torch.Generator().manual_seed(args.seed + rank)
+    model = AECModel(args.N, args.M).to(device)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=args.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
+    step = 0
+
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state["config"] != model.config:
+            raise SystemExit(f"error: {state_path} holds a model {state['config']}, not {model.config}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        step = state["step"]
+        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], gen)
+        if rank == 0:
+            print(f"resumed {state_path} at step {step}")
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    settings = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+    def save_state() -> None:
+        rng = _rng_state(gen)
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, rng)
+            rng = gathered
+        if rank == 0:
+            tmp = state_path.with_name(state_path.name + ".tmp")
+            torch.save(
+                {"config": model.config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "aux_optimizer": aux_optimizer.state_dict(), "step": step, "rng": rng, "args": settings},
+                tmp,
+            )
+            os.replace(tmp, state_path)
+
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=5)
+    ema = None
+    started = time.time()
+    while step < args.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.lr, args.lr_drop)
+        x = sample_batch(images, args.batch, args.crop, gen).to(device)
+        quality = QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * torch.rand(args.batch, generator=gen).to(device)
+        stats = rd_loss(net, x, quality)
+        optimizer.zero_grad(set_to_none=True)
+        stats["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+        optimizer.step()
+        aux_optimizer.zero_grad(set_to_none=True)
+        model.aux_loss().backward()
+        aux_optimizer.step()
+        step += 1
+
+        psnr = (10 * torch.log10(1 / stats["mse"].detach().clamp_min(1e-10))).mean().item()
+        now = {"loss": stats["loss"].item(), "bpp": stats["bpp"].item(), "psnr": psnr}
+        ema = now if ema is None else {k: 0.98 * ema[k] + 0.02 * v for k, v in now.items()}
+        bar.set_postfix(loss=f"{ema['loss']:.3f}", bpp=f"{ema['bpp']:.3f}", psnr=f"{ema['psnr']:.2f}", refresh=False)
+        bar.update()
+        if not math.isfinite(now["loss"]):
+            raise SystemExit(f"error: loss is {now['loss']} at step {step}; resume from the last checkpoint with a lower --lr")
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            save_state()
+            if rank == 0 and args.log:
+                with open(args.log, "a") as log:
+                    log.write(f"{step}\t{time.time() - started:.0f}\t{ema['loss']:.4f}\t{ema['bpp']:.4f}\t{ema['psnr']:.3f}\n")
+    bar.close()
+    if rank == 0:
+        save_shipped(model.cpu(), out)
+        print(f"wrote {out}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="folder of training images (never the test set)")
+    parser.add_argument("--out", required=True, help="shipped checkpoint to write; training state goes to OUT.train.pt")
+    parser.add_argument("--steps", type=int, default=20000, help="total optimizer steps (default 20000)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.train.pt if it exists")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr-drop", type=float, default=0.85, help="fraction of --steps after which lr drops 10x")
+    parser.add_argument("--N", type=int, default=64, help="transform channels")
+    parser.add_argument("--M", type=int, default=128, help="latent channels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--export", action="store_true", help="only write OUT from the weights in OUT.train.pt")
+    parser.add_argument("--log", help="append step/seconds/loss/bpp/psnr lines to this file at each checkpoint")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="aecodec train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

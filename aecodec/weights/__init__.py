@@ -1,0 +1,109 @@
+"""Shipped weights: the registry of model ids, saving (with frozen CDF tables) and sha256-checked loading.
+
+A model id is the first 8 bytes of the sha256 of its weights file; .aec headers record it, so a file
+always names the exact weights that decode it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import WeightsError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+FORMAT_TAG = "aecodec-weights/1"
+
+# name -> (file in this folder, sha256). The first entry is the default model.
+SHIPPED = {
+    "aec-hp64": ("aec-hp64.pt", "02c88663e6929f34e88f1221519102a8bb34d7dff87e195932929ad7f03c29f3"),
+}
+DEFAULT_MODEL = next(iter(SHIPPED))
+
+
+@dataclass
+class Model:
+    """Loaded weights ready to code: the network, its latent coder and the id files record."""
+
+    name: str
+    model_id: bytes
+    net: torch.nn.Module
+    latents: object  # aecodec.entropy.LatentCoder
+
+    @property
+    def id_hex(self) -> str:
+        return self.model_id.hex()
+
+
+def save_shipped(model, path: Path) -> None:
+    """Freeze the integer CDF tables (compressai's update) and write weights + config atomically."""
+    model.eval()
+    model.update(force=True)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    # Float weights travel as float16 (half the size; the codec is evaluated on exactly these values).
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT_TAG, "config": model.config, "state_dict": state}, tmp)
+    os.replace(tmp, path)
+
+
+def _build(name: str, blob: bytes, digest: str) -> Model:
+    from ..entropy import LatentCoder
+    from ..model import AECModel
+
+    try:
+        checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_TAG:
+            raise WeightsError(f"{name}: not an aecodec weights file (run `aecodec train` to make one)")
+        net = AECModel(**checkpoint["config"])
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()})
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise WeightsError(f"{name}: cannot load weights: {exc}") from exc
+    net.eval().requires_grad_(False)
+    return Model(name, bytes.fromhex(digest)[:8], net, LatentCoder(net))
+
+
+_cache: dict[str, Model] = {}
+
+
+def load(weights: str | os.PathLike | None = None) -> Model:
+    """A shipped model by name (default: DEFAULT_MODEL), or any weights file by path; cached."""
+    key = os.fspath(weights) if weights is not None else DEFAULT_MODEL
+    if key in _cache:
+        return _cache[key]
+    if key in SHIPPED:
+        filename, expected = SHIPPED[key]
+        path = WEIGHTS_DIR / filename
+        if not path.is_file():
+            raise WeightsError(f"shipped weights {path} are missing: reinstall aecodec")
+        blob = path.read_bytes()
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != expected:
+            raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall aecodec")
+    else:
+        path = Path(key)
+        if not path.is_file():
+            raise WeightsError(f"no weights file {key!r} (shipped models: {', '.join(SHIPPED)})")
+        blob = path.read_bytes()
+        digest = hashlib.sha256(blob).hexdigest()
+    model = _build(key, blob, digest)
+    _cache[key] = model
+    return model
+
+
+def find(model_id: bytes, candidates: list[Model]) -> Model | None:
+    """The model with this id among the candidates and the shipped models."""
+    for model in candidates:
+        if model.model_id == model_id:
+            return model
+    for name, (_, digest) in SHIPPED.items():
+        if bytes.fromhex(digest)[:8] == model_id:
+            return load(name)
+    return None

@@ -1,0 +1,92 @@
+"""The aecodec command, run as users run it: in a subprocess."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import natural_like
+
+from aecodec.cli import main
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "aecodec.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "in.png"
+    Image.fromarray(natural_like(40, 60)).save(path)
+    return path
+
+
+def test_compress_decompress_info(tmp_path, png, tiny_weights):
+    aec, out = tmp_path / "x.aec", tmp_path / "y.png"
+    done = run("compress", png, aec, "--quality", "3.5", "--weights", tiny_weights)
+    assert done.returncode == 0, done.stderr
+    assert "bpp" in done.stdout
+    done = run("decompress", aec, out, "--weights", tiny_weights)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size == (60, 40)
+    done = run("info", aec)
+    assert done.returncode == 0, done.stderr
+    bpp = 8 * aec.stat().st_size / (60 * 40)
+    assert f"{bpp:.4f} bpp" in done.stdout and "quality 3.5" in done.stdout and "60x40 RGB" in done.stdout
+
+
+def test_never_overwrites_without_force(tmp_path, png, tiny_weights):
+    aec = tmp_path / "x.aec"
+    aec.write_bytes(b"precious")
+    done = run("compress", png, aec, "--weights", tiny_weights)
+    assert done.returncode == 1 and "--force" in done.stderr
+    assert aec.read_bytes() == b"precious"
+    assert run("compress", png, aec, "--weights", tiny_weights, "--force").returncode == 0
+    assert aec.read_bytes() != b"precious"
+
+
+def test_failures_leave_nothing_behind(tmp_path, png, tiny_weights):
+    aec = tmp_path / "x.aec"
+    assert run("compress", png, aec, "--weights", tiny_weights).returncode == 0
+    damaged = tmp_path / "bad.aec"
+    data = bytearray(aec.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out.png"
+    out.write_bytes(b"keep me")
+    done = run("decompress", damaged, out, "--force", "--weights", tiny_weights)
+    assert done.returncode == 1 and "corrupt" in done.stderr and "Traceback" not in done.stderr
+    assert out.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.aec", "in.png", "out.png", "x.aec"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("compress", "missing.png", "o.aec"), "no such file"),
+        (("compress", "junk.png", "o.aec"), "cannot read image"),
+        (("compress", "in.png", "o.aec", "--quality", "0"), "quality"),
+        (("decompress", "missing.aec", "o.png"), "cannot read"),
+        (("decompress", "junk.png", "o.png"), "wrong magic"),
+        (("decompress", "x.aec", "o.unknownext"), "format"),
+        (("info", "junk.png"), "wrong magic"),
+        (("compress", "in.png", "o.aec", "--weights", "nope.pt"), "no weights file"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, png, tiny_weights, args, message, monkeypatch, capsys):
+    """In-process (a subprocess per case costs seconds of imports): same main() as the command."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "junk.png").write_bytes(b"\0" * 50)
+    assert main(["compress", str(png), "x.aec", "--weights", str(tiny_weights), "-q"]) == 0
+    extra = ["--weights", str(tiny_weights)] if args[0] == "decompress" else []
+    assert main([*args, *extra]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.aec").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_backend_report():
+    done = run("info", "--backend")
+    assert done.returncode == 0
+    assert '"backend"' in done.stdout
