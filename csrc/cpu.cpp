@@ -123,8 +123,8 @@ at::Tensor rans_decode(const at::Tensor& payload, const at::Tensor& lane_words, 
   if (lane_words.scalar_type() != at::kLong || !lane_words.is_contiguous())
     throw std::invalid_argument("lane_words must be a contiguous int64 tensor");
   check_int32(indexes, "indexes");
-  if (lut.scalar_type() != at::kShort || !lut.is_contiguous() || lut.numel() != cdfs.size(0) * (int64_t{1} << kPrecision))
-    throw std::invalid_argument("lut must be a contiguous int16 (T, 65536) tensor");
+  if (lut.scalar_type() != at::kShort || !lut.is_contiguous() || lut.numel() != cdfs.size(0) * (int64_t{1} << kLutBits))
+    throw std::invalid_argument("lut must be a contiguous int16 (T, 4096) tensor");
   const Tables t = make_tables(cdfs, lengths, reinterpret_cast<const uint16_t*>(lut.data_ptr<int16_t>()));
   const int64_t lanes = lane_words.numel();
   const int64_t* lw = lane_words.data_ptr<int64_t>();
@@ -141,10 +141,26 @@ at::Tensor rans_decode(const at::Tensor& payload, const at::Tensor& lane_words, 
   const uint8_t* data = payload.data_ptr<uint8_t>();
   const int32_t* idx = indexes.data_ptr<int32_t>();
   int32_t* sym = out.data_ptr<int32_t>();
-  for_lanes(lanes, threads, [&](int64_t lane) {
-    int64_t begin, end;
-    lane_range(n, lanes, lane, &begin, &end);
-    status[lane] = decode_lane(data + offsets[lane], lw[lane], idx + begin, end - begin, t, sym + begin);
+  // Lanes are decoded kGroup at a time in lockstep: their table lookups are independent, so the CPU
+  // overlaps their memory latency instead of waiting on one lane's dependency chain.
+  constexpr int64_t kGroup = 8;
+  for_lanes((lanes + kGroup - 1) / kGroup, threads, [&](int64_t group) {
+    const int64_t first = group * kGroup, count = std::min(kGroup, lanes - first);
+    LaneDecoder dec[kGroup];
+    int64_t begin[kGroup], end[kGroup], longest = 0;
+    for (int64_t k = 0; k < count; ++k) {
+      lane_range(n, lanes, first + k, &begin[k], &end[k]);
+      status[first + k] = lane_start(&dec[k], data + offsets[first + k], lw[first + k]);
+      longest = std::max(longest, end[k] - begin[k]);
+    }
+    for (int64_t i = 0; i < longest; ++i) {
+      for (int64_t k = 0; k < count; ++k) {
+        const int64_t pos = begin[k] + i;
+        if (pos < end[k] && status[first + k] == kOk) status[first + k] = decode_step(&dec[k], idx[pos], t, sym + pos);
+      }
+    }
+    for (int64_t k = 0; k < count; ++k)
+      if (status[first + k] == kOk) status[first + k] = lane_finish(dec[k]);
   });
   for (int32_t s : status) {
     if (s == kBadIndex) throw std::invalid_argument(decode_status_message(s));

@@ -76,7 +76,7 @@ at::Tensor rans_decode_cuda(const at::Tensor& payload, const at::Tensor& lane_wo
   check_tensor(cdfs, at::kInt, cuda, "cdfs");
   check_tensor(lengths, at::kInt, cuda, "lengths");
   check_tensor(lut, at::kShort, cuda, "lut");
-  if (cdfs.dim() != 2 || lengths.numel() != cdfs.size(0) || lut.numel() != cdfs.size(0) * (int64_t{1} << kPrecision))
+  if (cdfs.dim() != 2 || lengths.numel() != cdfs.size(0) || lut.numel() != cdfs.size(0) * (int64_t{1} << kLutBits))
     throw std::invalid_argument("cdfs, lengths and lut disagree in shape");
   const c10::cuda::CUDAGuard guard(payload.device());
 

@@ -18,7 +18,7 @@ std::tuple<at::Tensor, at::Tensor> rans_encode(const at::Tensor& symbols, const 
                                                const at::Tensor& cdfs, const at::Tensor& lengths, int64_t lanes,
                                                int64_t threads);
 
-// Inverse of rans_encode; lut: int16 (T, 65536) slot -> symbol. Returns int32 (S,) symbols.
+// Inverse of rans_encode; lut: int16 (T, 4096), CdfTables.bucket_lut(). Returns int32 (S,) symbols.
 at::Tensor rans_decode(const at::Tensor& payload, const at::Tensor& lane_words, const at::Tensor& indexes,
                        const at::Tensor& cdfs, const at::Tensor& lengths, const at::Tensor& lut, int64_t threads);
 

@@ -23,13 +23,16 @@ namespace aec {
 constexpr uint32_t kPrecision = 16;
 constexpr uint32_t kRansL = 1u << 16;
 constexpr uint32_t kSlotMask = (1u << kPrecision) - 1;
+// The decoder finds a slot's symbol from a coarse table of 2^kLutBits buckets per CDF, then steps
+// forward; 4096 buckets keep 64 tables in 512 KB (L2-sized) where a full slot table takes 8 MB.
+constexpr uint32_t kLutBits = 12;
 
 // T quantized CDFs, row t valid on [0, lengths[t]): cdfs[t][0] = 0, cdfs[t][lengths[t]-1] = 2^16,
 // strictly increasing. REQUIRES (checked by the caller once): these invariants.
 struct Tables {
   const int32_t* cdfs;     // (num_tables, width), row-major
   const int32_t* lengths;  // (num_tables,)
-  const uint16_t* lut;     // (num_tables, 2^16): the symbol owning each slot; decode only
+  const uint16_t* lut;     // (num_tables, 2^kLutBits): the symbol owning the first slot of each bucket
   int32_t num_tables;
   int32_t width;
 };
@@ -78,31 +81,54 @@ AEC_HD inline uint32_t load_u16_le(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
 }
 
-// Decodes n symbols of one stored lane (data: 4 + 2 * words bytes). Never reads outside
-// data[0, 4 + 2 * words) nor writes outside out[0, n); indexes must be < num_tables (checked).
+// Decoder of one stored lane (data: 4 + 2 * words bytes). Never reads outside that range.
+struct LaneDecoder {
+  uint64_t x;
+  const uint8_t* words;
+  int64_t num_words;
+  int64_t read;
+};
+
+AEC_HD inline int32_t lane_start(LaneDecoder* d, const uint8_t* data, int64_t words) {
+  d->x = load_u32_le(data);
+  d->words = data + 4;
+  d->num_words = words;
+  d->read = 0;
+  return d->x < kRansL ? kBadState : kOk;
+}
+
+// Decodes one symbol with table `index` (checked against the number of tables).
+AEC_HD inline int32_t decode_step(LaneDecoder* d, int32_t index, const Tables& t, int32_t* symbol_out) {
+  if (index < 0 || index >= t.num_tables) return kBadIndex;
+  const uint32_t slot = static_cast<uint32_t>(d->x & kSlotMask);
+  int32_t symbol = t.lut[(static_cast<int64_t>(index) << kLutBits) + (slot >> (kPrecision - kLutBits))];
+  const int32_t* cdf = t.cdfs + static_cast<int64_t>(index) * t.width;
+  // Terminates within the row: cdf[length - 1] = 2^16 > slot.
+  while (static_cast<uint32_t>(cdf[symbol + 1]) <= slot) ++symbol;
+  const uint64_t start = static_cast<uint32_t>(cdf[symbol]);
+  const uint64_t freq = static_cast<uint32_t>(cdf[symbol + 1]) - start;
+  d->x = freq * (d->x >> kPrecision) + slot - start;
+  if (d->x < kRansL) {
+    if (d->read >= d->num_words) return kOutOfData;
+    d->x = (d->x << kPrecision) | load_u16_le(d->words + 2 * d->read);
+    ++d->read;
+  }
+  *symbol_out = symbol;
+  return kOk;
+}
+
+// A lane is valid only if it ends in the encoder's initial state having read every word.
+AEC_HD inline int32_t lane_finish(const LaneDecoder& d) {
+  return (d.x == kRansL && d.read == d.num_words) ? kOk : kBadEnd;
+}
+
+// Decodes the n symbols of one lane; never writes outside out[0, n).
 AEC_HD inline int32_t decode_lane(const uint8_t* data, int64_t words, const int32_t* indexes, int64_t n,
                                   const Tables& t, int32_t* out) {
-  uint64_t x = load_u32_le(data);
-  if (x < kRansL) return kBadState;
-  const uint8_t* word = data + 4;
-  int64_t read = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t index = indexes[i];
-    if (index < 0 || index >= t.num_tables) return kBadIndex;
-    const uint32_t slot = static_cast<uint32_t>(x & kSlotMask);
-    const int32_t symbol = t.lut[(static_cast<int64_t>(index) << kPrecision) + slot];
-    const int32_t* cdf = t.cdfs + static_cast<int64_t>(index) * t.width;
-    const uint64_t start = static_cast<uint32_t>(cdf[symbol]);
-    const uint64_t freq = static_cast<uint32_t>(cdf[symbol + 1]) - start;
-    x = freq * (x >> kPrecision) + slot - start;
-    if (x < kRansL) {
-      if (read >= words) return kOutOfData;
-      x = (x << kPrecision) | load_u16_le(word + 2 * read);
-      ++read;
-    }
-    out[i] = symbol;
-  }
-  return (x == kRansL && read == words) ? kOk : kBadEnd;
+  LaneDecoder d;
+  int32_t status = lane_start(&d, data, words);
+  for (int64_t i = 0; i < n && status == kOk; ++i) status = decode_step(&d, indexes[i], t, out + i);
+  return status == kOk ? lane_finish(d) : status;
 }
 
 // Quantized values are clamped to +-kMaxQuantized so they always fit int32 (real latents stay far inside).

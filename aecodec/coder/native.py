@@ -24,7 +24,7 @@ def _tensors(tables: CdfTables, device: str = "cpu") -> dict:
             "cdfs": torch.from_numpy(tables.cdfs).to(device),
             "lengths": torch.from_numpy(tables.lengths).to(device),
             "offsets": torch.from_numpy(tables.offsets).to(device),
-            "lut": torch.from_numpy(tables.slot_lut().view(np.int16)).to(device),
+            "lut": torch.from_numpy(tables.bucket_lut().view(np.int16)).to(device),
         }
     return cache[device]
 

@@ -8,6 +8,7 @@ PRECISION = 16  # CDFs sum to 2**PRECISION; also the renormalisation word size i
 RANS_L = 1 << 16  # lower bound of the coder state, which lives in [RANS_L, 2**32)
 SYMBOLS_PER_LANE = 16384  # default lane size: enough lanes for threads, few enough to keep lane headers small
 MAX_LANES = 256
+LUT_BITS = 12  # buckets per table of the native decoder's symbol lookup (csrc/rans.h kLutBits)
 
 
 def default_lanes(num_symbols: int) -> int:
@@ -30,6 +31,7 @@ class CdfTables:
         self.lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int32))
         self.offsets = np.ascontiguousarray(np.asarray(offsets, dtype=np.int32))
         self._lut = None
+        self._bucket_lut = None
         self._validate()
 
     def _validate(self) -> None:
@@ -63,3 +65,12 @@ class CdfTables:
                 lut[i] = np.repeat(np.arange(n - 1, dtype=np.uint16), np.diff(self.cdfs[i, :n]))
             self._lut = lut
         return self._lut
+
+    def bucket_lut(self) -> np.ndarray:
+        """(T, 2**LUT_BITS) uint16: the symbol owning the first slot of each bucket (native decoder)."""
+        if self._bucket_lut is None:
+            firsts = np.arange(1 << LUT_BITS, dtype=np.int64) << (PRECISION - LUT_BITS)
+            self._bucket_lut = np.stack([
+                np.searchsorted(self.cdfs[i, :n], firsts, side="right") - 1 for i, n in enumerate(self.lengths)
+            ]).astype(np.uint16)
+        return self._bucket_lut
