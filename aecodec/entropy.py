@@ -71,6 +71,9 @@ class IntegerHyperSynthesis:
                     acc = F.conv_transpose2d(act, w_int, bias, module.stride, module.padding, module.output_padding)
                 else:
                     acc = F.conv2d(act, w_int, bias, module.stride, module.padding)
+                # Exact already; rounding also absorbs any error below 0.5 from a convolution algorithm
+                # that is not exact (FFT, Winograd), so even such a device derives the same integers.
+                acc = torch.round(acc)
                 prev_shift = shift
             else:
                 slope = layer[1]

@@ -1,0 +1,284 @@
+"""Rate-distortion benchmark: aecodec against JPEG, WebP, AVIF and JPEG XL on any folder of images.
+
+    python -m bench.rd --images DIR [--out bench/results/NAME] [--codecs aecodec,jpeg420,...]
+
+Scoring follows the usual Kodak conventions (see bench/data/published_kodak.json's source): bpp from
+the whole file, RGB PSNR and MS-SSIM of the 8-bit decoded image per image, then averaged over images
+at each codec setting. Writes results.json (every image and setting), summary.csv (averages),
+bd.md (BD-rates against JPEG 4:2:0 and every other codec) and rd.png. Per-image results are cached
+under OUT/cache keyed by the image's hash and the codec version, so a re-run only does what changed.
+On Kodak (kodim01..24 in the folder) the plot also shows published CompressAI and VTM points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .bd import bd_rate
+
+PUBLISHED = Path(__file__).parent / "data" / "published_kodak.json"
+PUBLISHED_SHOWN = ("VTM", "bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean")
+IMAGE_SUFFIXES = {".png", ".ppm", ".bmp", ".tif", ".tiff"}
+
+
+def _pillow_codec(fmt: str, **options):
+    def encode(rgb: np.ndarray, quality) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format=fmt, quality=int(quality), **options)
+        return buf.getvalue()
+
+    def decode(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+
+    return encode, decode
+
+
+def _jxl_codec():
+    import imagecodecs
+
+    def encode(rgb, distance):
+        return imagecodecs.jpegxl_encode(rgb, distance=float(distance))
+
+    return encode, imagecodecs.jpegxl_decode
+
+
+def _aecodec_codec():
+    import aecodec
+
+    model = aecodec.load_model()
+
+    def encode(rgb, quality):
+        return aecodec.encode(rgb, quality, weights=model)
+
+    def decode(data):
+        return np.asarray(aecodec.decode(data, weights=model))
+
+    return encode, decode
+
+
+def codec_table() -> dict:
+    """name -> (label, settings, version string, factory); settings sweep low to high rate."""
+    import PIL
+
+    pil = f"Pillow {PIL.__version__}"
+    q = list(range(5, 100, 10))
+    table = {
+        "aecodec": ("aecodec", [1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8], None, _aecodec_codec),
+        "jpeg420": ("JPEG 4:2:0", list(range(5, 100, 5)), pil,
+                    lambda: _pillow_codec("JPEG", subsampling=2, optimize=False, progressive=False)),
+        "jpeg444": ("JPEG 4:4:4", list(range(5, 100, 5)), pil,
+                    lambda: _pillow_codec("JPEG", subsampling=0, optimize=False, progressive=False)),
+        "webp": ("WebP", q, pil, lambda: _pillow_codec("WEBP")),
+        "avif": ("AVIF", q, pil, lambda: _pillow_codec("AVIF")),
+        "jxl": ("JPEG XL", [12, 8, 6, 4, 3, 2, 1.5, 1, 0.7, 0.5], None, _jxl_codec),
+    }
+    return table
+
+
+def codec_version(name: str) -> str:
+    if name == "aecodec":
+        import aecodec
+
+        return f"aecodec {aecodec.__version__} model {aecodec.load_model().id_hex}"
+    if name == "jxl":
+        import imagecodecs
+
+        return f"imagecodecs {imagecodecs.__version__}"
+    return codec_table()[name][2]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """RGB MS-SSIM (pytorch-msssim); NaN below 161 px, where its five scales do not fit."""
+    if min(a.shape[:2]) < 161:
+        return float("nan")
+    import torch
+    from pytorch_msssim import ms_ssim as msssim
+
+    to = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].double()  # noqa: E731
+    return float(msssim(to(a), to(b), data_range=255))
+
+
+def measure(encode, decode, rgb: np.ndarray, setting) -> dict:
+    t0 = time.perf_counter()
+    data = encode(rgb, setting)
+    t1 = time.perf_counter()
+    decoded = decode(data)
+    t2 = time.perf_counter()
+    h, w = rgb.shape[:2]
+    return {"bpp": 8 * len(data) / (w * h), "psnr": psnr(rgb, decoded), "ms_ssim": ms_ssim(rgb, decoded),
+            "enc_s": t1 - t0, "dec_s": t2 - t1}
+
+
+def run(images: list[Path], codecs: list[str], out: Path) -> dict:
+    from tqdm import tqdm
+
+    table = codec_table()
+    cache_dir = out / "cache"
+    results = {}
+    jobs = [(name, path) for name in codecs for path in images]
+    factories = {}
+    for name, path in tqdm(jobs, desc="rd", unit="image x codec"):
+        label, settings, _, factory = table[name]
+        version = codec_version(name)
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+        key = hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()[:16]
+        cache = cache_dir / f"{path.stem}-{key}" / f"{name}.json"
+        cached = json.loads(cache.read_text()) if cache.exists() else {}
+        if cached.get("version") != version:
+            cached = {"version": version, "points": {}}
+        todo = [s for s in settings if str(s) not in cached["points"]]
+        if todo:
+            if name not in factories:
+                factories[name] = factory()
+            encode, decode = factories[name]
+            for setting in todo:
+                cached["points"][str(setting)] = measure(encode, decode, rgb, setting)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(cached, indent=1))
+        results.setdefault(name, {"label": label, "version": version, "images": {}})
+        results[name]["images"][path.name] = {s: cached["points"][str(s)] for s in settings}
+    return results
+
+
+def summarize(results: dict) -> dict:
+    """Per codec: each setting's metrics averaged over images (PSNR per image, then averaged)."""
+    summary = {}
+    for name, res in results.items():
+        per_image = list(res["images"].values())
+        settings = list(per_image[0].keys())
+        curve = {k: [] for k in ("setting", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s")}
+        for s in settings:
+            curve["setting"].append(s)
+            for k in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s"):
+                curve[k].append(float(np.mean([img[s][k] for img in per_image])))
+        summary[name] = {"label": res["label"], "version": res["version"], **curve}
+    return summary
+
+
+def msssim_db(values) -> np.ndarray:
+    return -10 * np.log10(1 - np.asarray(values, dtype=np.float64))
+
+
+def bd_table(summary: dict) -> str:
+    names = list(summary)
+    lines = []
+    for metric, convert in (("psnr", np.asarray), ("ms_ssim", msssim_db)):
+        rows = []
+        for test in names:
+            cells = []
+            for ref in names:
+                a, b = summary[ref], summary[test]
+                if ref == test or any(math.isnan(v) for v in a[metric] + b[metric]):
+                    cells.append("—")
+                    continue
+                cubic = bd_rate(a["bpp"], convert(a[metric]), b["bpp"], convert(b[metric]), "cubic")
+                pchip = bd_rate(a["bpp"], convert(a[metric]), b["bpp"], convert(b[metric]), "pchip")
+                cells.append(f"{cubic:+.1f} ({pchip:+.1f})")
+            rows.append(f"| {summary[test]['label']} | " + " | ".join(cells) + " |")
+        header = "| codec \\ vs | " + " | ".join(summary[n]["label"] for n in names) + " |"
+        what = "PSNR (RGB)" if metric == "psnr" else "MS-SSIM (dB, -10 log10(1 - MS-SSIM))"
+        lines += [f"### BD-rate, {what}: % bits vs the column codec, cubic (PCHIP)", "", header,
+                  "|" + "---|" * (len(names) + 1), *rows, ""]
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path, published: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for name, curve in summary.items():
+        style = dict(marker="o", linewidth=2.5, markersize=4) if name == "aecodec" else dict(marker=".", linewidth=1.2)
+        axes[0].plot(curve["bpp"], curve["psnr"], label=curve["label"], **style)
+        if not any(math.isnan(v) for v in curve["ms_ssim"]):
+            axes[1].plot(curve["bpp"], msssim_db(curve["ms_ssim"]), label=curve["label"], **style)
+    for name in PUBLISHED_SHOWN if published else ():
+        data = published[name]
+        label = f"{name} (published)"
+        axes[0].plot(data["bpp"], data["psnr"], linestyle="--", marker="x", markersize=3, linewidth=1, label=label)
+        if "ms-ssim" in data:
+            axes[1].plot(data["bpp"], msssim_db(data["ms-ssim"]), linestyle="--", marker="x", markersize=3, linewidth=1, label=label)
+    for ax, ylabel in zip(axes, ("RGB PSNR (dB)", "MS-SSIM (dB)")):
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(0, 2.0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(22, 42)
+    axes[1].set_ylim(6, 24)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", required=True, help="folder of images (PNG, PPM, BMP, TIFF)")
+    parser.add_argument("--out", help="output folder (default bench/results/<folder name>)")
+    parser.add_argument("--codecs", default="aecodec,jpeg420,jpeg444,webp,avif,jxl")
+    parser.add_argument("--limit", type=int, help="use only the first N images")
+    args = parser.parse_args(argv)
+
+    folder = Path(args.images)
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
+    if not images:
+        raise SystemExit(f"error: no images in {folder}")
+    codecs = args.codecs.split(",")
+    unknown = set(codecs) - set(codec_table())
+    if unknown:
+        raise SystemExit(f"error: unknown codecs {sorted(unknown)}; known: {sorted(codec_table())}")
+    out = Path(args.out or Path(__file__).parent / "results" / folder.name)
+    out.mkdir(parents=True, exist_ok=True)
+
+    results = run(images, codecs, out)
+    summary = summarize(results)
+    is_kodak = {f"kodim{i:02d}.png" for i in range(1, 25)} <= {p.name for p in images}
+    published = json.loads(PUBLISHED.read_text()) if is_kodak else None
+
+    (out / "results.json").write_text(json.dumps({"images": [p.name for p in images], "codecs": results}, indent=1))
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["codec", "setting", "bpp", "psnr", "ms_ssim", "enc_s", "dec_s"])
+        for name, curve in summary.items():
+            for i, setting in enumerate(curve["setting"]):
+                writer.writerow([name, setting] + [f"{curve[k][i]:.6g}" for k in ("bpp", "psnr", "ms_ssim", "enc_s", "dec_s")])
+    bd = bd_table(summary)
+    if published:
+        ours = summary.get("aecodec")
+        extra = ["### aecodec against published Kodak results (PSNR BD-rate, cubic (PCHIP))", "",
+                 "| reference | BD-rate |", "|---|---|"]
+        for name in ("JPEG",) + PUBLISHED_SHOWN:
+            ref = published[name]
+            if ours:
+                extra.append(f"| {name} (published) | {bd_rate(ref['bpp'], ref['psnr'], ours['bpp'], ours['psnr']):+.1f} "
+                             f"({bd_rate(ref['bpp'], ref['psnr'], ours['bpp'], ours['psnr'], 'pchip'):+.1f}) |")
+        bd += "\n" + "\n".join(extra) + "\n"
+    header = f"{len(images)} images from {folder.name}; " + "; ".join(f"{s['label']}: {s['version']}" for s in summary.values())
+    (out / "bd.md").write_text(header + "\n\n" + bd)
+    plot(summary, out / "rd.png", published)
+    print(bd)
+    print(f"wrote {out}/results.json, summary.csv, bd.md, rd.png")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The RD benchmark end to end on two tiny images, and its cache."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from bench import rd
+from conftest import natural_like
+
+
+def test_rd_on_two_tiny_images(tmp_path, monkeypatch):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for seed in range(2):
+        Image.fromarray(natural_like(48, 64, seed=seed)).save(images / f"im{seed}.png")
+    out = tmp_path / "out"
+    summary = rd.main(["--images", str(images), "--out", str(out), "--codecs", "aecodec,jpeg420,webp"])
+    for name in ("results.json", "summary.csv", "bd.md", "rd.png"):
+        assert (out / name).stat().st_size > 0
+    assert set(summary) == {"aecodec", "jpeg420", "webp"}
+    jpeg = summary["jpeg420"]
+    assert jpeg["bpp"] == sorted(jpeg["bpp"])  # rate grows with JPEG quality
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["codecs"]["aecodec"]["images"]) == {"im0.png", "im1.png"}
+    assert "BD-rate" in (out / "bd.md").read_text()
+
+    calls = []
+    monkeypatch.setattr(rd, "measure", lambda *a: calls.append(a) or {})
+    rd.main(["--images", str(images), "--out", str(out), "--codecs", "aecodec,jpeg420,webp"])
+    assert calls == []  # everything came from the cache
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    assert rd.psnr(a, b) == 10 * np.log10(48)
