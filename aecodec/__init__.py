@@ -6,6 +6,7 @@
 """
 
 from ._native import HAS_CUDA, HAS_EXT, backend_name
+from . import pillow_plugin  # noqa: F401  (registers .aec with Pillow)
 from .api import DEFAULT_QUALITY, decode, encode, info
 from .errors import AecError, DecodeError, ImageError, WeightsError
 from .model import QUALITY_MAX, QUALITY_MIN

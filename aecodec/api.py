@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import torch
 
 from . import format as aec_format
@@ -11,6 +14,30 @@ from .model import STRIDE, check_quality
 from .weights import SHIPPED, Model, find, load
 
 DEFAULT_QUALITY = 4.0
+_stage_times: dict | None = None  # set by record_stages(), for the speed benchmark
+
+
+@contextlib.contextmanager
+def record_stages():
+    """Collect the seconds spent in each stage of encode/decode inside this block into the yielded dict."""
+    global _stage_times
+    _stage_times = {}
+    try:
+        yield _stage_times
+    finally:
+        _stage_times = None
+
+
+@contextlib.contextmanager
+def _stage(name: str, device: torch.device | None = None):
+    if _stage_times is None:
+        yield
+        return
+    start = time.perf_counter()
+    yield
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    _stage_times[name] = _stage_times.get(name, 0.0) + time.perf_counter() - start
 
 
 def _device(device) -> torch.device:
@@ -34,24 +61,29 @@ def encode(image, quality: float = DEFAULT_QUALITY, *, weights=None, backend: st
     """
     quality = round(check_quality(quality) * 1000) / 1000
     model = _model(weights)
-    picture = images.load(image)
     dev = _device(device)
-    net = model.net.to(dev)
-    with torch.inference_mode():
+    with _stage("image", dev):
+        picture = images.load(image)
         x = images.to_network(picture.colour, STRIDE).to(dev)
+    net = model.net.to(dev)
+    with _stage("network", dev), torch.inference_mode():
         y, z = net.analysis(x, torch.tensor([quality], device=dev))
-    streams, symbols_crc = model.latents.encode(y, z, backend=backend)
-    if picture.alpha is not None:
-        streams["alpha"] = images.encode_alpha(picture.alpha)
-    header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
-    return aec_format.pack(header, streams)
+    with _stage("entropy"):
+        streams, symbols_crc = model.latents.encode(y, z, backend=backend)
+    with _stage("image"):
+        if picture.alpha is not None:
+            streams["alpha"] = images.encode_alpha(picture.alpha)
+    with _stage("container"):
+        header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
+        return aec_format.pack(header, streams)
 
 
 def decode(data: bytes, *, weights=None, backend: str | None = None, device=None):
     """Decompress .aec bytes to a PIL image of the original size and mode (L, LA, RGB or RGBA).
 
     Raises aecodec.DecodeError for any damaged, truncated or foreign file, never returns a wrong image."""
-    header, streams = aec_format.unpack(data)
+    with _stage("container"):
+        header, streams = aec_format.unpack(data)
     model = find(header.model_id, [_model(weights)] if weights is not None else [])
     if model is None:
         raise DecodeError(
@@ -63,14 +95,16 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
         raise DecodeError("alpha stream does not match the image mode")
     pad_h, pad_w = -(-header.height // STRIDE) * STRIDE, -(-header.width // STRIDE) * STRIDE
     z_shape = (model.net.N, pad_h // STRIDE, pad_w // STRIDE)
-    y_hat = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
+    with _stage("entropy"):
+        y_hat = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
     dev = _device(device)
     net = model.net.to(dev)
-    with torch.inference_mode():
+    with _stage("network", dev), torch.inference_mode():
         x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.quality], device=dev))
-    colour = images.from_network(x_hat, header.width, header.height)
-    alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
-    return images.assemble(header.mode, colour, alpha)
+    with _stage("image", dev):
+        colour = images.from_network(x_hat, header.width, header.height)
+        alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
+        return images.assemble(header.mode, colour, alpha)
 
 
 def info(data: bytes) -> dict:

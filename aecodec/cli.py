@@ -52,18 +52,81 @@ def _read(path: Path) -> bytes:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def cmd_compress(args) -> None:
+def compress_file(src: Path, out: Path, quality: float, weights, backend, force: bool) -> dict:
     from .api import encode, info
 
-    src, out = Path(args.input), Path(args.output)
-    if not src.exists():
+    if not src.is_file():
         raise CliError(f"{src}: no such file")
-    with atomic_output(out, args.force) as tmp:
-        data = encode(src, quality=args.quality, weights=args.weights, backend=args.backend)
+    with atomic_output(out, force) as tmp:
+        data = encode(src, quality=quality, weights=weights, backend=backend)
         tmp.write_bytes(data)
+    return info(data)
+
+
+def _batch_job(job):
+    """One file of a batch, in a worker process: (src, info or None, error message or None)."""
+    src, out, quality, weights, backend, force = job
+    try:
+        return src, compress_file(src, out, quality, weights, backend, force), None
+    except (AecError, CliError, ValueError) as exc:
+        return src, None, str(exc)
+
+
+def _batch_inputs(paths: list[str]) -> list[Path]:
+    from .image import IMAGE_SUFFIXES
+
+    inputs = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            inputs += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            inputs.append(path)
+    return inputs
+
+
+def cmd_compress(args) -> None:
+    if args.output_dir is None:
+        if len(args.inputs) != 2:
+            raise CliError("give IN OUT, or several inputs (files or folders) with --output-dir DIR")
+        src, out = map(Path, args.inputs)
+        meta = compress_file(src, out, args.quality, args.weights, args.backend, args.force)
+        if not args.quiet:
+            print(f"{src} -> {out}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, quality {meta['quality']:g}")
+        return
+
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = _batch_inputs(args.inputs)
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) != len(stems):
+        raise CliError("two inputs share a name: their outputs would collide in --output-dir")
+    jobs = [(src, out_dir / f"{src.stem}.aec", args.quality, args.weights, args.backend, args.force) for src in inputs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    failures = []
+    workers = max(1, min(args.jobs, len(jobs)))
+    # spawn, not fork: forking a process whose OpenMP threads are running can deadlock the children.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(workers,)) as pool:
+        for src, meta, error in tqdm(pool.map(_batch_job, jobs), total=len(jobs), unit="image", disable=args.quiet):
+            if error:
+                failures.append(f"{src}: {error}")
+    for failure in failures:
+        print(f"aecodec: error: {failure}", file=sys.stderr)
+    if failures:
+        raise CliError(f"{len(failures)} of {len(jobs)} images failed")
     if not args.quiet:
-        meta = info(data)
-        print(f"{src} -> {out}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, quality {meta['quality']:g}")
+        print(f"compressed {len(jobs)} images into {out_dir}")
+
+
+def _worker_init(workers: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def cmd_decompress(args) -> None:
@@ -127,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--backend", choices=["python", "native"], help="entropy coder (default: native when built)")
         p.add_argument("--quiet", "-q", action="store_true")
 
-    p = sub.add_parser("compress", help="image -> .aec")
-    p.add_argument("input")
-    p.add_argument("output")
+    p = sub.add_parser("compress", help="image -> .aec (IN OUT, or many inputs with --output-dir)")
+    p.add_argument("inputs", nargs="+", metavar="IN [OUT]", help="IN OUT, or files and folders with --output-dir")
+    p.add_argument("--output-dir", "-o", help="compress every input (folders: their images) to DIR/<name>.aec")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel processes for several inputs (default 1)")
     p.add_argument("--quality", "-Q", type=float, default=4.0,
                    help=f"rate knob, any number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}]; higher = more bits (default 4)")
     common(p)

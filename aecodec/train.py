@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .image import IMAGE_SUFFIXES
 from .model import QUALITY_MAX, QUALITY_MIN, AECModel, lambda_for
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
 
 
 def load_images(folder: Path, min_side: int) -> list[torch.Tensor]:

@@ -90,3 +90,33 @@ def test_backend_report():
     done = run("info", "--backend")
     assert done.returncode == 0
     assert '"backend"' in done.stdout
+
+
+def test_batch_compress_with_jobs(tmp_path, tiny_weights, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(natural_like(30 + seed, 40, seed=seed)).save(folder / f"p{seed}.png")
+    (folder / "broken.png").write_bytes(b"no")
+    out = tmp_path / "out"
+    code = main(["compress", str(folder), "-o", str(out), "--jobs", "2", "--weights", str(tiny_weights), "-q"])
+    assert code == 1  # one input failed ...
+    assert "broken.png" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.aec", "p1.aec", "p2.aec"]  # ... the others are done
+    (folder / "broken.png").unlink()
+    assert main(["compress", str(folder), "-o", str(out), "--weights", str(tiny_weights), "-q"]) == 1  # exists
+    assert main(["compress", str(folder), "-o", str(out), "--weights", str(tiny_weights), "-q", "--force"]) == 0
+
+
+def test_pillow_plugin(tmp_path, tiny_weights):
+    import aecodec  # noqa: F401  (registers the plugin)
+
+    path = tmp_path / "x.aec"
+    Image.fromarray(natural_like(30, 50)).save(path, quality=3, weights=str(tiny_weights))
+    img = Image.open(path)
+    assert img.format == "AEC" and img.size == (50, 30) and img.mode == "RGB" and img.info["quality"] == 3
+    # Pixels decode with any model loaded in this process (the save above loaded the tiny one).
+    np.testing.assert_array_equal(np.asarray(img), np.asarray(aecodec.decode(path.read_bytes(), weights=str(tiny_weights))))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(aecodec.DecodeError):
+        Image.open(path)

@@ -21,7 +21,7 @@ FORMAT_TAG = "aecodec-weights/1"
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "02c88663e6929f34e88f1221519102a8bb34d7dff87e195932929ad7f03c29f3"),
+    "aec-hp64": ("aec-hp64.pt", "6f5f00c143dcc626b15f38ea149b1b0b89709ce89939ad84e8b03b18a6dfcb98"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
@@ -99,8 +99,8 @@ def load(weights: str | os.PathLike | None = None) -> Model:
 
 
 def find(model_id: bytes, candidates: list[Model]) -> Model | None:
-    """The model with this id among the candidates and the shipped models."""
-    for model in candidates:
+    """The model with this id among the candidates, the models loaded in this process, and the shipped ones."""
+    for model in [*candidates, *_cache.values()]:
         if model.model_id == model_id:
             return model
     for name, (_, digest) in SHIPPED.items():
