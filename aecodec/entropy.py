@@ -65,8 +65,8 @@ class IntegerHyperSynthesis:
         for i, layer in enumerate(self.layers):
             if layer[0] == "conv":
                 _, module, w_int, bias, shift = layer
-                if i:  # requantize the previous accumulator to 1/256 units
-                    act = torch.floor(acc * 2.0 ** -prev_shift).clamp_(-ACT_LIMIT, ACT_LIMIT)
+                if i:  # requantize the previous accumulator to 1/256 units, rounding (floor would bias it)
+                    act = torch.floor(acc * 2.0 ** -prev_shift + 0.5).clamp_(-ACT_LIMIT, ACT_LIMIT)
                 if isinstance(module, nn.ConvTranspose2d):
                     acc = F.conv_transpose2d(act, w_int, bias, module.stride, module.padding, module.output_padding)
                 else:
