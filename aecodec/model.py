@@ -13,11 +13,15 @@ log-linearly, and training samples qualities continuously so the interpolation i
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
-from compressai.models import MeanScaleHyperprior
-from compressai.ops import quantize_ste
 from torch import Tensor, nn
+
+with warnings.catch_warnings():  # compressai's import-time torch.jit.script calls warn on every CLI run
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
+    from compressai.models import MeanScaleHyperprior
+    from compressai.ops import quantize_ste
 
 # Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q trains with CompressAI's MSE
 # lambda for its quality q, so "quality 3" means roughly what it means there.
