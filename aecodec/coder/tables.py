@@ -30,7 +30,6 @@ class CdfTables:
         self.cdfs = np.ascontiguousarray(np.asarray(cdfs, dtype=np.int32))
         self.lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int32))
         self.offsets = np.ascontiguousarray(np.asarray(offsets, dtype=np.int32))
-        self._lut = None
         self._bucket_lut = None
         self._validate()
 
@@ -57,17 +56,8 @@ class CdfTables:
         if symbols.size and (symbols.min() < 0 or np.any(symbols >= self.lengths[indexes] - 1)):
             raise ValueError("symbol out of its table's range")
 
-    def slot_lut(self) -> np.ndarray:
-        """(T, 2**PRECISION) uint16: the symbol whose CDF interval holds each slot; built once, on demand."""
-        if self._lut is None:
-            lut = np.zeros((len(self.lengths), 1 << PRECISION), dtype=np.uint16)
-            for i, n in enumerate(self.lengths):
-                lut[i] = np.repeat(np.arange(n - 1, dtype=np.uint16), np.diff(self.cdfs[i, :n]))
-            self._lut = lut
-        return self._lut
-
     def bucket_lut(self) -> np.ndarray:
-        """(T, 2**LUT_BITS) uint16: the symbol owning the first slot of each bucket (native decoder)."""
+        """(T, 2**LUT_BITS) uint16: the symbol owning the first slot of each bucket (the decoders' lookup)."""
         if self._bucket_lut is None:
             firsts = np.arange(1 << LUT_BITS, dtype=np.int64) << (PRECISION - LUT_BITS)
             self._bucket_lut = np.stack([
