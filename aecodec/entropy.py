@@ -24,11 +24,13 @@ from . import coder
 from .coder.tables import CdfTables
 from .errors import DecodeError
 from .format import ByteReader, varint
+from .model import STRIDE, TILE, Y_STRIDE, tiled
 
 WEIGHT_BITS = 11  # |integer weight| < 2**WEIGHT_BITS per layer (power-of-two scale per layer)
 ACT_FRACTION = 8  # activations and means in units of 1/256
 ACT_LIMIT = float(1 << 20)  # activations are clamped to +-2**20 units: bounds every sum below 2**53
 LEAKY_FRACTION = 12  # LeakyReLU slope as k / 4096
+HYPER_TILE_MARGIN = 3  # z pixels of context per h_s tile: its reach is under 2
 
 
 class IntegerHyperSynthesis:
@@ -59,8 +61,8 @@ class IntegerHyperSynthesis:
         scale_unit = 2.0 ** (self.final_shift + ACT_FRACTION)
         self.thresholds = torch.floor(scale_table.double().cpu()[:-1] * scale_unit).contiguous()
 
-    def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        act = torch.round(z_hat.detach().double().cpu() * 2.0**ACT_FRACTION).clamp_(-ACT_LIMIT, ACT_LIMIT)
+    def _accumulate(self, act: torch.Tensor) -> torch.Tensor:
+        """Integer z_hat (1/256 units) -> final integer accumulator (scales and means channels)."""
         acc = act
         for i, layer in enumerate(self.layers):
             if layer[0] == "conv":
@@ -78,6 +80,13 @@ class IntegerHyperSynthesis:
             else:
                 slope = layer[1]
                 acc = torch.where(acc >= 0, acc, torch.floor(acc * slope * 2.0**-LEAKY_FRACTION))
+        return acc
+
+    def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        act = torch.round(z_hat.detach().double().cpu() * 2.0**ACT_FRACTION).clamp_(-ACT_LIMIT, ACT_LIMIT)
+        # Tiles bound the memory of float64 convolutions on big images (im2col of a 24 MP image: > 1 GB);
+        # integer sums are exact in any order, so tiling with margin > h_s's reach changes no value.
+        acc = tiled(self._accumulate, act, TILE // STRIDE, HYPER_TILE_MARGIN, up=STRIDE // Y_STRIDE)
         scales, means = acc.chunk(2, 1)
         indexes = torch.searchsorted(self.thresholds, scales.contiguous(), right=False)
         means = torch.floor(means * 2.0**-self.final_shift)

@@ -31,6 +31,34 @@ QUALITY_MAX = float(len(LAMBDAS))
 
 # Total downsampling of g_a (16) times h_a (4): image sides are padded to a multiple of this.
 STRIDE = 64
+Y_STRIDE = 16  # downsampling of g_a alone
+
+# Large images run g_a and g_s on overlapping tiles so memory stays bounded (a 24 MP image untiled
+# needs > 4 GB for g_s's full-resolution activations). Each tile sees TILE_MARGIN pixels of real
+# context on every side, more than the transforms' reach (~30 px for g_a, 2 latent rows for g_s),
+# so the stitched result equals the untiled one up to float rounding.
+TILE = 1024
+TILE_MARGIN = 64
+
+
+def tiled(transform, x: Tensor, tile: int, margin: int, up: int = 1, down: int = 1) -> Tensor:
+    """transform(x) for a translation-equivariant transform that scales sides by up/down, computed on
+    tiles of `tile` input pixels with `margin` pixels of context each side (both multiples of `down`)."""
+    batch, _, height, width = x.shape
+    if height <= tile and width <= tile:
+        return transform(x)
+    out = None
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(height, top + tile), min(width, left + tile)
+            ctx_top, ctx_left = max(0, top - margin), max(0, left - margin)
+            piece = transform(x[:, :, ctx_top : min(height, bottom + margin), ctx_left : min(width, right + margin)])
+            if out is None:
+                out = piece.new_empty(batch, piece.shape[1], height * up // down, width * up // down)
+            rows = slice((top - ctx_top) * up // down, (bottom - ctx_top) * up // down)
+            cols = slice((left - ctx_left) * up // down, (right - ctx_left) * up // down)
+            out[:, :, top * up // down : bottom * up // down, left * up // down : right * up // down] = piece[:, :, rows, cols]
+    return out
 
 
 def _interpolate_anchors(table: Tensor, quality: Tensor) -> Tensor:
@@ -78,7 +106,7 @@ class AECModel(MeanScaleHyperprior):
     def analysis(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
         """x in [0, 1], (B, 3, H, W) with H, W multiples of STRIDE -> (y, z), both unquantized."""
         gain, _ = self.gains(quality)
-        y = self.g_a(x) * gain
+        y = tiled(self.g_a, x, TILE, TILE_MARGIN, down=Y_STRIDE) * gain
         return y, self.h_a(y)
 
     def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,7 +116,7 @@ class AECModel(MeanScaleHyperprior):
 
     def synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
         _, inv_gain = self.gains(quality)
-        return self.g_s(y_hat * inv_gain)
+        return tiled(self.g_s, y_hat * inv_gain, TILE // Y_STRIDE, TILE_MARGIN // Y_STRIDE, up=Y_STRIDE)
 
     def forward(self, x: Tensor, quality: Tensor) -> dict:
         y, z = self.analysis(x, quality)

@@ -2,7 +2,7 @@
 
     python -m bench.speed --image kodim23.png [--repeats 3] [--json out.json]
 
-Sizes: the image as given, and the same image resized to 3840x2160 ("4K"). Backends: the
+Sizes: the image as given, and the same image resized to each --sizes (default 3840x2160). Backends: the
 pure-Python coder, the C++ coder, and CUDA (transforms on the GPU, native coder) when a GPU is
 usable. Each (size, backend, operation) runs in a fresh process so its peak RSS is its own.
 Stages: image (convert/pad or crop/assemble), network (g_a + h_a, or g_s), entropy (quantize,
@@ -70,6 +70,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--quality", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json")
+    parser.add_argument("--sizes", default="3840x2160", help="comma-separated WxH resizes of the image to time too "
+                        "(e.g. 3840x2160,6000x4000); the image's own size always runs")
+    parser.add_argument("--backends", default="python,C++,CUDA", help="subset of python,C++,CUDA")
     parser.add_argument("--worker", nargs=6, metavar=("OP", "SRC", "DST", "BACKEND", "DEVICE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -87,6 +90,7 @@ def main(argv=None) -> dict:
         backends.append(("C++", "native", "cpu"))
     if _native.cuda_usable():
         backends.append(("CUDA", "native", "cuda"))
+    backends = [b for b in backends if b[0] in args.backends.split(",")]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         sources = {}
@@ -94,8 +98,10 @@ def main(argv=None) -> dict:
             rgb = img.convert("RGB")
             sources[f"{rgb.width}x{rgb.height}"] = Path(tmp) / "image.png"
             rgb.save(sources[f"{rgb.width}x{rgb.height}"])
-            sources["3840x2160 (4K)"] = Path(tmp) / "image4k.png"
-            rgb.resize((3840, 2160), Image.LANCZOS).save(sources["3840x2160 (4K)"])
+            for size in filter(None, args.sizes.split(",")):
+                width, height = (int(v) for v in size.split("x"))
+                sources[size] = Path(tmp) / f"image{size}.png"
+                rgb.resize((width, height), Image.LANCZOS).save(sources[size])
         for size, png in sources.items():
             for label, backend, device in backends:
                 for op in ("compress", "decompress"):

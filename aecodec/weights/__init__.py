@@ -21,7 +21,7 @@ FORMAT_TAG = "aecodec-weights/1"
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "6f5f00c143dcc626b15f38ea149b1b0b89709ce89939ad84e8b03b18a6dfcb98"),
+    "aec-hp64": ("aec-hp64.pt", "faf6506f705296aec51b979a400f79cd5859d9ed6768569f923610d09de26d6b"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
