@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import coder
+from .coder.python import MAX_QUANTIZED
 from .coder.tables import CdfTables
 from .errors import DecodeError
 from .format import ByteReader, varint
@@ -160,7 +161,10 @@ class EscapeReader:
 
     def take(self, n: int) -> list[int]:
         raw = [self.reader.varint() for _ in range(n)]
-        return [v // 2 if v % 2 == 0 else -(v + 1) // 2 for v in raw]
+        values = [v // 2 if v % 2 == 0 else -(v + 1) // 2 for v in raw]
+        if any(abs(v) > MAX_QUANTIZED for v in values):  # the encoder clamps there: this file is damaged
+            raise DecodeError("escape stream holds a value out of range")
+        return values
 
     def finish(self) -> None:
         if self.reader.pos != len(self.reader.data):
