@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import coder
-from .coder.python import MAX_QUANTIZED
-from .coder.tables import CdfTables
+from .coder.tables import MAX_QUANTIZED, CdfTables
 from .errors import DecodeError
 from .format import ByteReader, varint
 from .model import STRIDE, TILE, Y_STRIDE, tiled

@@ -47,6 +47,10 @@ def tiled(transform, x: Tensor, tile: int, margin: int, up: int = 1, down: int =
     batch, _, height, width = x.shape
     if height <= tile and width <= tile:
         return transform(x)
+
+    def scaled(v: int) -> int:
+        return v * up // down
+
     out = None
     for top in range(0, height, tile):
         for left in range(0, width, tile):
@@ -54,10 +58,10 @@ def tiled(transform, x: Tensor, tile: int, margin: int, up: int = 1, down: int =
             ctx_top, ctx_left = max(0, top - margin), max(0, left - margin)
             piece = transform(x[:, :, ctx_top : min(height, bottom + margin), ctx_left : min(width, right + margin)])
             if out is None:
-                out = piece.new_empty(batch, piece.shape[1], height * up // down, width * up // down)
-            rows = slice((top - ctx_top) * up // down, (bottom - ctx_top) * up // down)
-            cols = slice((left - ctx_left) * up // down, (right - ctx_left) * up // down)
-            out[:, :, top * up // down : bottom * up // down, left * up // down : right * up // down] = piece[:, :, rows, cols]
+                out = piece.new_empty(batch, piece.shape[1], scaled(height), scaled(width))
+            out[:, :, scaled(top) : scaled(bottom), scaled(left) : scaled(right)] = piece[
+                :, :, scaled(top - ctx_top) : scaled(bottom - ctx_top), scaled(left - ctx_left) : scaled(right - ctx_left)
+            ]
     return out
 
 

@@ -4,7 +4,7 @@
 
 Symbols: round(y), y ~ N(0, s) with s log-uniform in [0.11, 20] per element, 192 x 32 x 48 (a
 hyperprior latent of a 768x512 image); tables: compressai's GaussianConditional CDFs (64 scales,
-16-bit). Coders: ours (C++ on 1 and 2 threads, NumPy), compressai's RansEncoder/RansDecoder (lists
+16-bit). Coders: ours (C++ on 1 and 2 threads, pure Python), compressai's RansEncoder/RansDecoder (lists
 prebuilt, as its own compress() would pass them) and constriction's AnsCoder with one Categorical
 per table (symbols grouped by table inside the timed encode). Timings are medians of rounds that
 run every coder back to back (each timed after 0.2 s of running), so the ratios against compressai come from one run.

@@ -1,6 +1,6 @@
 """Entropy coding of symbol arrays into byte streams: lane framing here, the coding in a backend.
 
-Backends: `python` (NumPy reference, always there) and `native` (the C++ extension: threads, CUDA).
+Backends: `python` (pure-Python reference, always there) and `native` (the C++ extension: threads, CUDA).
 Both implement encode(symbols, indexes, tables, lanes) -> (payload, lane_words),
 decode(payload, lane_words, indexes, tables) -> symbols and prepare(values, means, indexes, tables)
 -> (symbols, quantized), and must agree byte for byte.

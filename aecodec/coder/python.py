@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DecodeError
-from .tables import LUT_BITS, PRECISION, RANS_L, CdfTables, lane_bounds
+from .tables import LUT_BITS, MAX_QUANTIZED, PRECISION, RANS_L, CdfTables, lane_bounds
 
 _MASK = (1 << PRECISION) - 1
 _BUCKET_SHIFT = PRECISION - LUT_BITS
@@ -86,9 +86,6 @@ def decode(payload: bytes, lane_words: np.ndarray, indexes: np.ndarray, tables: 
         if x != RANS_L or read != num_words:
             raise DecodeError("rANS lane did not end in its initial state: corrupt stream or mismatched model")
     return np.array(out, dtype=np.int32)
-
-
-MAX_QUANTIZED = float(1 << 30)  # quantized values are clamped to +-2**30 so they fit int32
 
 
 def prepare(values: torch.Tensor, means: torch.Tensor, indexes: torch.Tensor, tables: CdfTables):

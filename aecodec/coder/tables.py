@@ -8,7 +8,8 @@ PRECISION = 16  # CDFs sum to 2**PRECISION; also the renormalisation word size i
 RANS_L = 1 << 16  # lower bound of the coder state, which lives in [RANS_L, 2**32)
 SYMBOLS_PER_LANE = 16384  # default lane size: enough lanes for threads, few enough to keep lane headers small
 MAX_LANES = 256
-LUT_BITS = 12  # buckets per table of the native decoder's symbol lookup (csrc/rans.h kLutBits)
+MAX_QUANTIZED = float(1 << 30)  # quantized values are clamped to +-2**30 so they fit int32 (csrc/rans.h kMaxQuantized)
+LUT_BITS = 12  # buckets per table of the decoders' symbol lookup (csrc/rans.h kLutBits)
 
 
 def default_lanes(num_symbols: int) -> int:
