@@ -105,10 +105,9 @@ def main(argv=None) -> dict:
                 lambda t=threads: native.encode(symbols, indexes, tables, lanes, threads=t),
                 lambda enc, t=threads: native.decode(enc[0], enc[1], indexes, tables, threads=t, device="cpu"),
             )
-    tables.bucket_lut()  # built once per model in real use: not part of a decode
 
     sizes, times = {}, {name: {"encode": [], "decode": []} for name in coders}
-    for _ in range(args.repeats + 1):  # the first round warms up and checks correctness
+    for _ in range(args.repeats + 1):  # the first round warms up (builds the decoders' lookups) and checks correctness
         for name, (enc, dec) in coders.items():
             # Each coder runs for >= 0.2 s before its timed call: a coder timed right after another one's
             # single-threaded 100 ms found this VM's idle second core slow to wake (2 threads measured

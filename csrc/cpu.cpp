@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -69,19 +70,28 @@ std::tuple<at::Tensor, at::Tensor> rans_encode(const at::Tensor& symbols, const 
   const int32_t* sym = symbols.data_ptr<int32_t>();
   const int32_t* idx = indexes.data_ptr<int32_t>();
 
-  std::vector<std::vector<uint16_t>> words(lanes);
-  std::vector<uint32_t> states(lanes);
+  // Each thread encodes its lanes into their final byte layout, so the payload is one serial memcpy
+  // per lane and the threads are spawned once.
+  std::vector<std::vector<uint8_t>> lane_bytes(lanes);
   std::vector<int32_t> valid(lanes, 1);
   for_lane_blocks(lanes, threads, [&](int64_t first, int64_t last) {
+    std::vector<uint16_t> scratch;
     for (int64_t lane = first; lane < last; ++lane) {
       int64_t begin, end;
       lane_range(n, lanes, lane, &begin, &end);
       for (int64_t i = begin; i < end; ++i)  // the core trusts its input: validate first
         if (idx[i] < 0 || idx[i] >= t.num_tables || sym[i] < 0 || sym[i] >= t.lengths[idx[i]] - 1) valid[lane] = 0;
       if (!valid[lane]) continue;
-      words[lane].resize(static_cast<size_t>(end - begin));
-      const int64_t count = encode_lane(sym + begin, idx + begin, end - begin, t, words[lane].data(), &states[lane]);
-      words[lane].resize(static_cast<size_t>(count));
+      const int64_t size = end - begin;
+      scratch.resize(static_cast<size_t>(size));
+      uint32_t x;
+      const int64_t count = encode_lane(sym + begin, idx + begin, size, t, scratch.data(), &x);
+      std::vector<uint8_t>& bytes = lane_bytes[lane];
+      bytes.resize(static_cast<size_t>(4 + 2 * count));
+      uint8_t* p = bytes.data();
+      p[0] = x & 0xff, p[1] = (x >> 8) & 0xff, p[2] = (x >> 16) & 0xff, p[3] = x >> 24;
+      const uint16_t* words = scratch.data() + size - count;
+      for (int64_t i = 0; i < count; ++i) p[4 + 2 * i] = words[i] & 0xff, p[5 + 2 * i] = words[i] >> 8;
     }
   });
   if (std::find(valid.begin(), valid.end(), 0) != valid.end())
@@ -89,27 +99,17 @@ std::tuple<at::Tensor, at::Tensor> rans_encode(const at::Tensor& symbols, const 
 
   at::Tensor lane_words = at::empty({lanes}, at::kLong);
   int64_t* lw = lane_words.data_ptr<int64_t>();
-  std::vector<int64_t> offsets(lanes + 1, 0);
+  int64_t total = 0;
   for (int64_t lane = 0; lane < lanes; ++lane) {
-    lw[lane] = static_cast<int64_t>(words[lane].size());
-    offsets[lane + 1] = offsets[lane] + 4 + 2 * lw[lane];
+    lw[lane] = (static_cast<int64_t>(lane_bytes[lane].size()) - 4) / 2;
+    total += 4 + 2 * lw[lane];
   }
-  at::Tensor payload = at::empty({offsets[lanes]}, at::kByte);
+  at::Tensor payload = at::empty({total}, at::kByte);
   uint8_t* out = payload.data_ptr<uint8_t>();
-  for_lane_blocks(lanes, threads, [&](int64_t first, int64_t last) {
-    for (int64_t lane = first; lane < last; ++lane) {
-      uint8_t* p = out + offsets[lane];
-      const uint32_t x = states[lane];
-      p[0] = x & 0xff, p[1] = (x >> 8) & 0xff, p[2] = (x >> 16) & 0xff, p[3] = x >> 24;
-      p += 4;
-      const auto& w = words[lane];
-      for (size_t i = 0; i < w.size(); ++i) {  // stored in reverse emission order
-        const uint16_t v = w[w.size() - 1 - i];
-        p[2 * i] = v & 0xff;
-        p[2 * i + 1] = v >> 8;
-      }
-    }
-  });
+  for (const auto& bytes : lane_bytes) {
+    std::memcpy(out, bytes.data(), bytes.size());
+    out += bytes.size();
+  }
   return {payload, lane_words};
 }
 

@@ -52,8 +52,9 @@ AEC_HD inline void lane_range(int64_t num_symbols, int64_t lanes, int64_t lane, 
 }
 
 // Encodes symbols[0, n) with tables indexes[0, n). REQUIRES: each symbol < lengths[index] - 1.
-// Writes words in *emission* order into scratch (capacity n) and returns their count; *state gets
-// the final state. The stored lane is: state (u32 LE), then the words in reverse emission order.
+// Returns the number of words emitted, `count`, and leaves them in scratch[n - count, n) (capacity n)
+// in stored order, i.e. the reverse of emission order; *state gets the final state. The stored
+// lane is: state (u32 LE), then those words (u16 LE).
 inline int64_t encode_lane(const int32_t* symbols, const int32_t* indexes, int64_t n, const Tables& t,
                            uint16_t* scratch, uint32_t* state_out) {
   uint64_t x = kRansL;
@@ -63,7 +64,7 @@ inline int64_t encode_lane(const int32_t* symbols, const int32_t* indexes, int64
     const uint64_t start = static_cast<uint32_t>(cdf[symbols[i]]);
     const uint64_t freq = static_cast<uint32_t>(cdf[symbols[i] + 1]) - start;
     if (x >= (freq << kPrecision)) {
-      scratch[emitted++] = static_cast<uint16_t>(x & kSlotMask);
+      scratch[n - 1 - emitted++] = static_cast<uint16_t>(x & kSlotMask);
       x >>= kPrecision;
     }
     x = ((x / freq) << kPrecision) + x % freq + start;

@@ -17,16 +17,16 @@ def default_threads() -> int:
 
 
 def _tensors(tables: CdfTables, device: str = "cpu") -> dict:
-    """Torch views of the tables (and decode LUT), cached per device on the tables object."""
-    cache = tables.__dict__.setdefault("_torch", {})
-    if device not in cache:
-        cache[device] = {
-            "cdfs": torch.from_numpy(tables.cdfs).to(device),
-            "lengths": torch.from_numpy(tables.lengths).to(device),
-            "offsets": torch.from_numpy(tables.offsets).to(device),
-            "lut": torch.from_numpy(tables.bucket_lut().view(np.int16)).to(device),
-        }
-    return cache[device]
+    """Torch copies of the tables (and decode LUT) on `device`, built once per device."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" share one copy
+        device = torch.device("cuda", torch.cuda.current_device())
+    return tables.cached(("torch", str(device)), lambda t: {
+        "cdfs": torch.from_numpy(t.cdfs).to(device),
+        "lengths": torch.from_numpy(t.lengths).to(device),
+        "offsets": torch.from_numpy(t.offsets).to(device),
+        "lut": torch.from_numpy(t.bucket_lut().view(np.int16)).to(device),
+    })
 
 
 def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables, lanes: int, threads: int | None = None):

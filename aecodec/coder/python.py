@@ -26,28 +26,38 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables, lanes: i
     tables.check_symbols(symbols, indexes)
     starts = tables.cdfs[indexes, symbols].astype(np.int64)
     freqs = tables.cdfs[indexes, symbols + 1] - starts
+    # Locals, not module constants, in the per-symbol loops: LOAD_FAST is the cheapest lookup.
+    precision, mask, one = PRECISION, _MASK, 1 << PRECISION
     parts, lane_words = [], []
     for begin, end in zip(*lane_bounds(symbols.size, lanes)):
         x, emitted = RANS_L, []
         emit = emitted.append
         # rANS encodes backwards so decoding runs forwards
         for freq, start in zip(freqs[begin:end][::-1].tolist(), starts[begin:end][::-1].tolist()):
-            if x >= freq << PRECISION:
-                emit(x & _MASK)
-                x >>= PRECISION
-            x = (x // freq << PRECISION) + x % freq + start
+            if x >> precision >= freq:
+                emit(x & mask)
+                x >>= precision
+            # = (x // freq << precision) + x % freq + start, one division and no modulo
+            x += x // freq * (one - freq) + start
         parts.append(x.to_bytes(4, "little"))
         parts.append(np.array(emitted[::-1], dtype="<u2").tobytes())
         lane_words.append(len(emitted))
     return b"".join(parts), np.array(lane_words, dtype=np.int64)
 
 
-def _decode_lists(tables: CdfTables) -> tuple[list, list]:
-    """CDF rows and bucket LUT rows as Python lists (scalar indexing into NumPy is ~5x slower); cached."""
-    cached = tables.__dict__.get("_decode_lists")
-    if cached is None:
-        cached = tables._decode_lists = (tables.cdfs.tolist(), tables.bucket_lut().tolist())
-    return cached
+def _symbol_buckets(tables: CdfTables) -> list[list[tuple]]:
+    """Per table, per LUT bucket: the entry (symbol, start, end, freq, next symbol's entry) of the symbol owning
+    the bucket's first slot. Entries are shared tuples, so a table costs one list of 2**LUT_BITS pointers
+    (small enough to stay in cache, unlike one per slot) and the rare search past a bucket's first
+    symbol follows `next` without another table lookup."""
+    rows = []
+    for cdf, length, lut in zip(tables.cdfs.tolist(), tables.lengths.tolist(), tables.bucket_lut().tolist()):
+        entries, following = [None] * (length - 1), None
+        for symbol in range(length - 2, -1, -1):
+            following = entries[symbol] = (symbol, cdf[symbol], cdf[symbol + 1], cdf[symbol + 1] - cdf[symbol],
+                                           following)
+        rows.append(list(map(entries.__getitem__, lut)))
+    return rows
 
 
 def decode(payload: bytes, lane_words: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
@@ -55,7 +65,8 @@ def decode(payload: bytes, lane_words: np.ndarray, indexes: np.ndarray, tables: 
     lane_words = [int(w) for w in lane_words]
     if sum(4 + 2 * w for w in lane_words) != len(payload) or min(lane_words, default=0) < 0:
         raise DecodeError("rANS payload size does not match its lane table")
-    cdfs, luts = _decode_lists(tables)
+    rows = tables.cached("python_symbol_buckets", _symbol_buckets)
+    precision, mask, bucket_shift, lower = PRECISION, _MASK, _BUCKET_SHIFT, RANS_L
     indexes = np.asarray(indexes).tolist()
     out = []
     append = out.append
@@ -64,26 +75,22 @@ def decode(payload: bytes, lane_words: np.ndarray, indexes: np.ndarray, tables: 
         x = int.from_bytes(payload[offset : offset + 4], "little")
         words = np.frombuffer(payload, dtype="<u2", count=num_words, offset=offset + 4).tolist()
         offset += 4 + 2 * num_words
-        if x < RANS_L:
+        if x < lower:
             raise DecodeError("rANS lane starts with an invalid state")
         read = 0
-        for table in indexes[int(begin) : int(end)]:
-            cdf = cdfs[table]
-            slot = x & _MASK
-            symbol = luts[table][slot >> _BUCKET_SHIFT]
-            end_of_symbol = cdf[symbol + 1]
-            while end_of_symbol <= slot:  # stops inside the row: its last entry is 2**PRECISION > slot
-                symbol += 1
-                end_of_symbol = cdf[symbol + 1]
-            start = cdf[symbol]
-            x = (end_of_symbol - start) * (x >> PRECISION) + slot - start
-            if x < RANS_L:
+        for buckets in map(rows.__getitem__, indexes[int(begin) : int(end)]):
+            slot = x & mask
+            symbol, start, end_of_symbol, freq, following = buckets[slot >> bucket_shift]
+            while end_of_symbol <= slot:  # stops inside the row: its last entry ends at 2**PRECISION > slot
+                symbol, start, end_of_symbol, freq, following = following
+            x = freq * (x >> precision) + slot - start
+            if x < lower:
                 if read == num_words:
                     raise DecodeError("rANS lane ran out of data")
-                x = (x << PRECISION) | words[read]
+                x = (x << precision) | words[read]
                 read += 1
             append(symbol)
-        if x != RANS_L or read != num_words:
+        if x != lower or read != num_words:
             raise DecodeError("rANS lane did not end in its initial state: corrupt stream or mismatched model")
     return np.array(out, dtype=np.int32)
 

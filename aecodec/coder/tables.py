@@ -31,7 +31,7 @@ class CdfTables:
         self.cdfs = np.ascontiguousarray(np.asarray(cdfs, dtype=np.int32))
         self.lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int32))
         self.offsets = np.ascontiguousarray(np.asarray(offsets, dtype=np.int32))
-        self._bucket_lut = None
+        self._cache = {}
         self._validate()
 
     def _validate(self) -> None:
@@ -57,11 +57,19 @@ class CdfTables:
         if symbols.size and (symbols.min() < 0 or np.any(symbols >= self.lengths[indexes] - 1)):
             raise ValueError("symbol out of its table's range")
 
+    def cached(self, key, build):
+        """build(self), computed once per table set: the decoders' lookups and device copies of the tables."""
+        if key not in self._cache:
+            self._cache[key] = build(self)
+        return self._cache[key]
+
     def bucket_lut(self) -> np.ndarray:
         """(T, 2**LUT_BITS) uint16: the symbol owning the first slot of each bucket (the decoders' lookup)."""
-        if self._bucket_lut is None:
-            firsts = np.arange(1 << LUT_BITS, dtype=np.int64) << (PRECISION - LUT_BITS)
-            self._bucket_lut = np.stack([
-                np.searchsorted(self.cdfs[i, :n], firsts, side="right") - 1 for i, n in enumerate(self.lengths)
-            ]).astype(np.uint16)
-        return self._bucket_lut
+        return self.cached("bucket_lut", _build_bucket_lut)
+
+
+def _build_bucket_lut(tables: CdfTables) -> np.ndarray:
+    firsts = np.arange(1 << LUT_BITS, dtype=np.int64) << (PRECISION - LUT_BITS)
+    return np.stack([
+        np.searchsorted(tables.cdfs[i, :n], firsts, side="right") - 1 for i, n in enumerate(tables.lengths)
+    ]).astype(np.uint16)
