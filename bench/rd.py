@@ -227,7 +227,8 @@ def plot(summary: dict, path: Path, published: dict | None) -> None:
         ax.set_ylabel(ylabel)
         ax.set_xlim(0, 2.0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # the MS-SSIM axis is empty for images too small for MS-SSIM
+            ax.legend(fontsize=8)
     axes[0].set_ylim(22, 42)
     axes[1].set_ylim(6, 24)
     fig.tight_layout()
