@@ -24,12 +24,15 @@ from . import coder
 from .coder.tables import MAX_QUANTIZED, CdfTables
 from .errors import DecodeError
 from .format import ByteReader, varint
-from .model import STRIDE, TILE, Y_STRIDE, tiled
+from .model import STRIDE, Y_STRIDE, tiled
 
 WEIGHT_BITS = 11  # |integer weight| < 2**WEIGHT_BITS per layer (power-of-two scale per layer)
 ACT_FRACTION = 8  # activations and means in units of 1/256
 ACT_LIMIT = float(1 << 20)  # activations are clamped to +-2**20 units: bounds every sum below 2**53
 LEAKY_FRACTION = 12  # LeakyReLU slope as k / 4096
+# h_s runs on tiles of HYPER_TILE z pixels (2048 image pixels): the float64 im2col of one takes ~0.5 GB.
+# Smaller tiles cost time in recomputed context: 16 z pixels took 1.7x as long on a 4K image.
+HYPER_TILE = 32
 HYPER_TILE_MARGIN = 3  # z pixels of context per h_s tile: its reach is under 2
 
 
@@ -86,7 +89,7 @@ class IntegerHyperSynthesis:
         act = torch.round(z_hat.detach().double().cpu() * 2.0**ACT_FRACTION).clamp_(-ACT_LIMIT, ACT_LIMIT)
         # Tiles bound the memory of float64 convolutions on big images (im2col of a 24 MP image: > 1 GB);
         # integer sums are exact in any order, so tiling with margin > h_s's reach changes no value.
-        acc = tiled(self._accumulate, act, TILE // STRIDE, HYPER_TILE_MARGIN, up=STRIDE // Y_STRIDE)
+        acc = tiled(self._accumulate, act, HYPER_TILE, HYPER_TILE_MARGIN, up=STRIDE // Y_STRIDE)
         scales, means = acc.chunk(2, 1)
         indexes = torch.searchsorted(self.thresholds, scales.contiguous(), right=False)
         means = torch.floor(means * 2.0**-self.final_shift)
