@@ -10,10 +10,11 @@ import torch
 from . import format as aec_format
 from . import image as images
 from .errors import DecodeError
-from .model import STRIDE, check_quality
+from .model import QUALITY_MAX, QUALITY_MIN, STRIDE, check_quality
 from .weights import SHIPPED, Model, find, load
 
 DEFAULT_QUALITY = 4.0
+RATE_SEARCH_STEP = 0.01  # quality resolution of a rate search: about 0.3 % of the bitrate
 _stage_times: dict | None = None  # set by record_stages(), for the speed benchmark
 
 
@@ -50,32 +51,74 @@ def _model(weights) -> Model:
     return weights if isinstance(weights, Model) else load(weights)
 
 
-def encode(image, quality: float = DEFAULT_QUALITY, *, weights=None, backend: str | None = None, device=None) -> bytes:
+def encode(image, quality: float | None = None, *, target_bpp: float | None = None, target_bytes: int | None = None,
+           weights=None, backend: str | None = None, device=None) -> bytes:
     """Compress an image to .aec bytes.
 
     image: a path, PIL image, NumPy array (H, W[, C]) uint8/uint16/float in [0, 1], or tensor ([1,] C, H, W).
-    quality: float in [1, 8] (higher = more bits, better fidelity), kept to 1/1000.
+    quality: float in [1, 8] (higher = more bits, better fidelity), kept to 1/1000; default 4.
+    target_bpp, target_bytes: rate control, instead of a quality: the highest quality (in steps of 0.01) whose
+        whole file fits, found by bisection; the analysis transform runs once. ValueError if even quality 1
+        does not fit.
     weights: a shipped model name, a weights file path or a loaded Model (default: the shipped model).
     backend: entropy coder, "python" or "native" (default: native when built).
     device: where the transforms run ("cpu", "cuda"; default: cuda when available).
     """
-    quality = round(check_quality(quality) * 1000) / 1000
+    if sum(v is not None for v in (quality, target_bpp, target_bytes)) > 1:
+        raise ValueError("give one of quality, target_bpp and target_bytes")
+    if target_bpp is None and target_bytes is None:
+        quality = round(check_quality(DEFAULT_QUALITY if quality is None else quality) * 1000) / 1000
+    for name, target in (("target_bpp", target_bpp), ("target_bytes", target_bytes)):
+        if target is not None and not target > 0:  # also refuses NaN
+            raise ValueError(f"{name} must be a positive number, got {target}")
     model = _model(weights)
     dev = _device(device)
     with _stage("image", dev):
         picture = images.load(image)
         x = images.to_network(picture.colour, STRIDE).to(dev)
+        alpha = images.encode_alpha(picture.alpha) if picture.alpha is not None else b""
     net = model.net.to(dev)
     with _stage("network", dev), torch.inference_mode():
-        y, z = net.analysis(x, torch.tensor([quality], device=dev))
-    with _stage("entropy"):
-        streams, symbols_crc = model.latents.encode(y, z, backend=backend)
-    with _stage("image"):
-        if picture.alpha is not None:
-            streams["alpha"] = images.encode_alpha(picture.alpha)
-    with _stage("container"):
-        header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
-        return aec_format.pack(header, streams)
+        features = net.analysis_features(x)
+
+    def encode_at(quality: float) -> bytes:
+        with _stage("network", dev), torch.inference_mode():
+            y, z = net.latents_at(features, torch.tensor([quality], device=dev))
+        with _stage("entropy"):
+            streams, symbols_crc = model.latents.encode(y, z, backend=backend)
+        with _stage("container"):
+            header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
+            return aec_format.pack(header, {**streams, "alpha": alpha})
+
+    if quality is not None:
+        return encode_at(quality)
+    budget = target_bytes if target_bytes is not None else target_bpp * picture.width * picture.height / 8
+    return _fit_budget(encode_at, budget)
+
+
+def _fit_budget(encode_at, budget: float) -> bytes:
+    """The file of the highest quality, on a grid of RATE_SEARCH_STEP, that is at most `budget` bytes.
+
+    Bisection: file sizes grow with quality almost everywhere, and whatever it returns does fit."""
+    def at(step: int) -> bytes:
+        return encode_at(round((QUALITY_MIN + step * RATE_SEARCH_STEP) * 1000) / 1000)
+
+    low, high = 0, round((QUALITY_MAX - QUALITY_MIN) / RATE_SEARCH_STEP)
+    best = at(low)
+    if len(best) > budget:
+        raise ValueError(f"cannot fit {budget:.0f} bytes: the smallest file, at quality {QUALITY_MIN:g}, "
+                         f"takes {len(best)} bytes")
+    top = at(high)
+    if len(top) <= budget:
+        return top
+    while high - low > 1:  # invariant: at(low) fits (it is `best`), at(high) does not
+        middle = (low + high) // 2
+        data = at(middle)
+        if len(data) <= budget:
+            low, best = middle, data
+        else:
+            high = middle
+    return best
 
 
 def decode(data: bytes, *, weights=None, backend: str | None = None, device=None):

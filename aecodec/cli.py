@@ -52,22 +52,23 @@ def _read(path: Path) -> bytes:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def compress_file(src: Path, out: Path, quality: float, weights, backend, force: bool) -> dict:
+def compress_file(src: Path, out: Path, rate: dict, weights, backend, force: bool) -> dict:
+    """rate: the keyword arguments of encode() that set the rate (quality=, target_bpp= or target_bytes=)."""
     from .api import encode, info
 
     if not src.is_file():
         raise CliError(f"{src}: no such file")
     with atomic_output(out, force) as tmp:
-        data = encode(src, quality=quality, weights=weights, backend=backend)
+        data = encode(src, **rate, weights=weights, backend=backend)
         tmp.write_bytes(data)
     return info(data)
 
 
 def _batch_job(job):
     """One file of a batch, in a worker process: (src, info or None, error message or None)."""
-    src, out, quality, weights, backend, force = job
+    src, out, rate, weights, backend, force = job
     try:
-        return src, compress_file(src, out, quality, weights, backend, force), None
+        return src, compress_file(src, out, rate, weights, backend, force), None
     except (AecError, CliError, ValueError) as exc:
         return src, None, str(exc)
 
@@ -86,11 +87,13 @@ def _batch_inputs(paths: list[str]) -> list[Path]:
 
 
 def cmd_compress(args) -> None:
+    rate = {"quality": args.quality, "target_bpp": args.target_bpp, "target_bytes": args.target_size}
+    rate = {key: value for key, value in rate.items() if value is not None}
     if args.output_dir is None:
         if len(args.inputs) != 2:
             raise CliError("give IN OUT, or several inputs (files or folders) with --output-dir DIR")
         src, out = map(Path, args.inputs)
-        meta = compress_file(src, out, args.quality, args.weights, args.backend, args.force)
+        meta = compress_file(src, out, rate, args.weights, args.backend, args.force)
         if not args.quiet:
             print(f"{src} -> {out}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, quality {meta['quality']:g}")
         return
@@ -101,7 +104,7 @@ def cmd_compress(args) -> None:
     stems = [p.stem for p in inputs]
     if len(set(stems)) != len(stems):
         raise CliError("two inputs share a name: their outputs would collide in --output-dir")
-    jobs = [(src, out_dir / f"{src.stem}.aec", args.quality, args.weights, args.backend, args.force) for src in inputs]
+    jobs = [(src, out_dir / f"{src.stem}.aec", rate, args.weights, args.backend, args.force) for src in inputs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -194,8 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN [OUT]", help="IN OUT, or files and folders with --output-dir")
     p.add_argument("--output-dir", "-o", help="compress every input (folders: their images) to DIR/<name>.aec")
     p.add_argument("--jobs", "-j", type=int, default=1, help="parallel processes for several inputs (default 1)")
-    p.add_argument("--quality", "-Q", type=float, default=4.0,
-                   help=f"rate knob, any number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}]; higher = more bits (default 4)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", "-Q", type=float,
+                      help=f"rate knob, any number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}]; higher = more bits (default 4)")
+    rate.add_argument("--target-bpp", type=float, metavar="BPP",
+                      help="instead of a quality: the best quality whose file takes at most BPP bits per pixel")
+    rate.add_argument("--target-size", type=int, metavar="BYTES",
+                      help="instead of a quality: the best quality whose file takes at most BYTES bytes")
     common(p)
     p.set_defaults(run=cmd_compress)
 

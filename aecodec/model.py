@@ -109,8 +109,16 @@ class AECModel(MeanScaleHyperprior):
 
     def analysis(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
         """x in [0, 1], (B, 3, H, W) with H, W multiples of STRIDE -> (y, z), both unquantized."""
+        return self.latents_at(self.analysis_features(x), quality)
+
+    def analysis_features(self, x: Tensor) -> Tensor:
+        """g_a(x) before the quality's gain: the costly part of analysis, the same at every quality."""
+        return tiled(self.g_a, x, TILE, TILE_MARGIN, down=Y_STRIDE)
+
+    def latents_at(self, features: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """(y, z) at `quality` from analysis_features(x): cheap, so a rate search can repeat it."""
         gain, _ = self.gains(quality)
-        y = tiled(self.g_a, x, TILE, TILE_MARGIN, down=Y_STRIDE) * gain
+        y = features * gain
         return y, self.h_a(y)
 
     def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:

@@ -135,3 +135,28 @@ def test_shipped_model_round_trip():
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     assert psnrs[-1] > psnrs[0]
     assert psnrs[2] > 30, psnrs
+
+
+def test_rate_control_finds_the_best_quality_that_fits(tiny_model, photo):
+    low, high = (len(aecodec.encode(photo, q, weights=tiny_model)) for q in (2.0, 6.0))
+    budget = (low + high) // 2
+    data = aecodec.encode(photo, target_bytes=budget, weights=tiny_model)
+    quality = aecodec.info(data)["quality"]
+    assert len(data) <= budget and 2.0 < quality < 6.0
+    # the next quality step would not fit: the search stopped at the boundary, not just anywhere below it
+    assert len(aecodec.encode(photo, round(quality + 0.01, 3), weights=tiny_model)) > budget
+    assert np.asarray(aecodec.decode(data, weights=tiny_model)).shape == photo.shape
+    pixels = photo.shape[0] * photo.shape[1]
+    assert aecodec.encode(photo, target_bpp=8 * budget / pixels, weights=tiny_model) == data
+
+
+def test_rate_control_refuses_what_it_cannot_meet(tiny_model, photo):
+    smallest = len(aecodec.encode(photo, 1.0, weights=tiny_model))
+    with pytest.raises(ValueError, match=f"smallest file.*{smallest} bytes"):
+        aecodec.encode(photo, target_bytes=smallest - 1, weights=tiny_model)
+    with pytest.raises(ValueError, match="one of"):
+        aecodec.encode(photo, 3.0, target_bpp=0.5, weights=tiny_model)
+    with pytest.raises(ValueError, match="positive"):
+        aecodec.encode(photo, target_bpp=float("nan"), weights=tiny_model)
+    largest = aecodec.encode(photo, 8.0, weights=tiny_model)
+    assert aecodec.encode(photo, target_bytes=10**9, weights=tiny_model) == largest

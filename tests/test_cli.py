@@ -37,6 +37,21 @@ def test_compress_decompress_info(tmp_path, png, tiny_weights):
     assert f"{bpp:.4f} bpp" in done.stdout and "quality 3.5" in done.stdout and "60x40 RGB" in done.stdout
 
 
+def test_target_size(tmp_path, png, tiny_weights):
+    aec = tmp_path / "x.aec"
+    smallest = run("compress", png, aec, "--quality", "1", "--weights", tiny_weights)
+    assert smallest.returncode == 0, smallest.stderr
+    budget = aec.stat().st_size + 40
+    done = run("compress", png, aec, "--target-size", budget, "--force", "--weights", tiny_weights)
+    assert done.returncode == 0, done.stderr
+    assert aec.stat().st_size <= budget and "quality 1 " not in done.stdout + " "
+    too_small = tmp_path / "never.aec"
+    done = run("compress", png, too_small, "--target-size", 10, "--weights", tiny_weights)
+    assert done.returncode == 1 and "cannot fit" in done.stderr and not too_small.exists()
+    done = run("compress", png, too_small, "--quality", "3", "--target-bpp", "1", "--weights", tiny_weights)
+    assert done.returncode == 2 and "not allowed with" in done.stderr
+
+
 def test_never_overwrites_without_force(tmp_path, png, tiny_weights):
     aec = tmp_path / "x.aec"
     aec.write_bytes(b"precious")
