@@ -21,7 +21,7 @@ FORMAT_TAG = "aecodec-weights/1"
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "faf6506f705296aec51b979a400f79cd5859d9ed6768569f923610d09de26d6b"),
+    "aec-hp64": ("aec-hp64.pt", "539084ab39a027e08ca2fe17050a19b2e125241af4096e051608645b81ae04d9"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
