@@ -47,6 +47,11 @@ def _device(device) -> torch.device:
     return torch.device(device)
 
 
+def _as_stored(quality: float) -> float:
+    """The quality as the header keeps it: to 1/1000."""
+    return round(quality * 1000) / 1000
+
+
 def _model(weights) -> Model:
     return weights if isinstance(weights, Model) else load(weights)
 
@@ -67,7 +72,7 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
     if sum(v is not None for v in (quality, target_bpp, target_bytes)) > 1:
         raise ValueError("give one of quality, target_bpp and target_bytes")
     if target_bpp is None and target_bytes is None:
-        quality = round(check_quality(DEFAULT_QUALITY if quality is None else quality) * 1000) / 1000
+        quality = _as_stored(check_quality(DEFAULT_QUALITY if quality is None else quality))
     for name, target in (("target_bpp", target_bpp), ("target_bytes", target_bytes)):
         if target is not None and not target > 0:  # also refuses NaN
             raise ValueError(f"{name} must be a positive number, got {target}")
@@ -101,7 +106,7 @@ def _fit_budget(encode_at, budget: float) -> bytes:
 
     Bisection: file sizes grow with quality almost everywhere, and whatever it returns does fit."""
     def at(step: int) -> bytes:
-        return encode_at(round((QUALITY_MIN + step * RATE_SEARCH_STEP) * 1000) / 1000)
+        return encode_at(_as_stored(QUALITY_MIN + step * RATE_SEARCH_STEP))
 
     low, high = 0, round((QUALITY_MAX - QUALITY_MIN) / RATE_SEARCH_STEP)
     best = at(low)
