@@ -1,7 +1,7 @@
 """aecodec: a learned image codec with a real file format.
 
     >>> import aecodec
-    >>> data = aecodec.encode("photo.png", quality=4)
+    >>> data = aecodec.encode("photo.png", quality=6)
     >>> image = aecodec.decode(data)   # PIL.Image
 """
 

@@ -13,7 +13,7 @@ from .errors import DecodeError
 from .model import QUALITY_MAX, QUALITY_MIN, STRIDE, check_quality
 from .weights import SHIPPED, Model, find, load
 
-DEFAULT_QUALITY = 4.0
+DEFAULT_QUALITY = 6.0
 RATE_SEARCH_STEP = 0.01  # quality resolution of a rate search: about 0.3 % of the bitrate
 _stage_times: dict | None = None  # set by record_stages(), for the speed benchmark
 
@@ -61,9 +61,10 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
     """Compress an image to .aec bytes.
 
     image: a path, PIL image, NumPy array (H, W[, C]) uint8/uint16/float in [0, 1], or tensor ([1,] C, H, W).
-    quality: float in [1, 8] (higher = more bits, better fidelity), kept to 1/1000; default 4.
+    quality: float in [QUALITY_MIN, QUALITY_MAX] (higher = more bits, better fidelity), kept to 1/1000;
+        default DEFAULT_QUALITY.
     target_bpp, target_bytes: rate control, instead of a quality: the highest quality (in steps of 0.01) whose
-        whole file fits, found by bisection; the analysis transform runs once. ValueError if even quality 1
+        whole file fits, found by bisection; the analysis transform runs once. ValueError if even QUALITY_MIN
         does not fit.
     weights: a shipped model name, a weights file path or a loaded Model (default: the shipped model).
     backend: entropy coder, "python" or "native" (default: native when built).

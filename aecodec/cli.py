@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from . import DEFAULT_QUALITY, __version__
 from .errors import AecError
 from .model import QUALITY_MAX, QUALITY_MIN
 
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=1, help="parallel processes for several inputs (default 1)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", "-Q", type=float,
-                      help=f"rate knob, any number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}]; higher = more bits (default 4)")
+                      help=f"rate knob, any number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}]; higher = more bits (default {DEFAULT_QUALITY:g})")
     rate.add_argument("--target-bpp", type=float, metavar="BPP",
                       help="instead of a quality: the best quality whose file takes at most BPP bits per pixel")
     rate.add_argument("--target-size", type=int, metavar="BYTES",

@@ -23,9 +23,10 @@ with warnings.catch_warnings():  # compressai's import-time torch.jit.script cal
     from compressai.models import MeanScaleHyperprior
     from compressai.ops import quantize_ste
 
-# Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q trains with CompressAI's MSE
-# lambda for its quality q, so "quality 3" means roughly what it means there.
-LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
+# Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q >= 3 trains with CompressAI's MSE
+# lambda for its quality q - 2. Qualities 1 and 2 extend the range down to ~0.1 bpp, where
+# CompressAI's lowest lambda does not reach with a model trained on our compute.
+LAMBDAS = (0.0003, 0.0008, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
 QUALITY_MIN = 1.0
 QUALITY_MAX = float(len(LAMBDAS))
 
@@ -91,9 +92,9 @@ class AECModel(MeanScaleHyperprior):
 
     def __init__(self, N: int = 64, M: int = 128):
         super().__init__(N=N, M=M)
-        anchors = len(LAMBDAS)
-        # Each lambda step doubles lambda, and D ~ step^2, so start the gains sqrt(2) apart.
-        init = 0.5 * math.log(2.0) * (torch.arange(anchors, dtype=torch.float32) - (anchors - 1) / 2)
+        # Gain ~ 1/quantization step, D ~ step^2 and lambda ~ 1/D: start the gains at sqrt(lambda).
+        log_lambdas = torch.tensor(LAMBDAS, dtype=torch.float32).log()
+        init = 0.5 * (log_lambdas - log_lambdas.mean())
         self.log_gain = nn.Parameter(init[:, None].repeat(1, M))
         self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, M))
 

@@ -1,4 +1,4 @@
-"""Pillow plugin, registered by `import aecodec`: Image.open("x.aec") and img.save("x.aec", quality=4).
+"""Pillow plugin, registered by `import aecodec`: Image.open("x.aec") and img.save("x.aec", quality=6).
 
 Opening reads and verifies the header only (size and mode are known at once); pixels are decoded on
 first access. Saving takes quality= (default aecodec.DEFAULT_QUALITY) and weights= as extra arguments.

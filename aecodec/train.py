@@ -25,7 +25,6 @@ from .image import IMAGE_SUFFIXES
 from .model import QUALITY_MAX, QUALITY_MIN, AECModel, lambda_for
 
 
-
 def load_images(folder: Path, min_side: int) -> list[torch.Tensor]:
     """All images of a folder as uint8 (3, H, W) tensors; images smaller than a crop are skipped."""
     from PIL import Image

@@ -67,7 +67,7 @@ def worker(op: str, src: str, dst: str, backend: str, device: str, quality: floa
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", required=True)
-    parser.add_argument("--quality", type=float, default=4.0)
+    parser.add_argument("--quality", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json")
     parser.add_argument("--sizes", default="3840x2160", help="comma-separated WxH resizes of the image to time too "

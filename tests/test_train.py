@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 import aecodec
-from aecodec.model import QUALITY_MAX, QUALITY_MIN, AECModel, lambda_for
+from aecodec.model import LAMBDAS, QUALITY_MAX, QUALITY_MIN, AECModel, lambda_for
 from aecodec.train import add_arguments, train
 from conftest import natural_like
 
@@ -46,7 +46,10 @@ def test_lambda_grows_with_quality():
     q = torch.linspace(QUALITY_MIN, QUALITY_MAX, 50)
     lam = lambda_for(q)
     assert torch.all(lam[1:] > lam[:-1])
-    assert torch.isclose(lam[0], torch.tensor(0.0018, dtype=lam.dtype))
+    assert torch.isclose(lam[0], torch.tensor(LAMBDAS[0], dtype=lam.dtype))
+    # integer qualities from 3 up are CompressAI's lambdas for its qualities 1..8
+    compressai = lambda_for(torch.arange(3.0, QUALITY_MAX + 1))
+    torch.testing.assert_close(compressai, torch.tensor([0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18], dtype=lam.dtype))
 
 
 def test_gains_interpolate_between_anchors():

@@ -21,7 +21,7 @@ FORMAT_TAG = "aecodec-weights/1"
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "539084ab39a027e08ca2fe17050a19b2e125241af4096e051608645b81ae04d9"),
+    "aec-hp64": ("aec-hp64.pt", "8052bad55b5e1b6f175eb45961151ca53470558028154dc4522fa0663e284613"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
