@@ -10,10 +10,10 @@ import torch
 from . import format as aec_format
 from . import image as images
 from .errors import DecodeError
-from .model import QUALITY_MAX, QUALITY_MIN, STRIDE, check_quality
+from .model import STRIDE
+from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, check_quality
 from .weights import SHIPPED, Model, find, load
 
-DEFAULT_QUALITY = 6.0
 RATE_SEARCH_STEP = 0.01  # quality resolution of a rate search: about 0.3 % of the bitrate
 _stage_times: dict | None = None  # set by record_stages(), for the speed benchmark
 
@@ -154,20 +154,3 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
         colour = images.from_network(x_hat, header.width, header.height)
         alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
         return images.assemble(header.mode, colour, alpha)
-
-
-def info(data: bytes) -> dict:
-    """What an .aec file holds, from its header (verified, not decoded)."""
-    header, streams = aec_format.unpack(data)
-    pixels = header.width * header.height
-    return {
-        "width": header.width,
-        "height": header.height,
-        "mode": header.mode,
-        "quality": header.quality,
-        "model_id": header.model_id.hex(),
-        "bytes": len(data),
-        "bpp": 8 * len(data) / pixels,
-        "streams": {name: len(s) for name, s in streams.items()},
-        "format_version": aec_format.VERSION,
-    }

@@ -15,9 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import DEFAULT_QUALITY, __version__
+from . import __version__
 from .errors import AecError
-from .model import QUALITY_MAX, QUALITY_MIN
+from .format import info
+from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
 
 class CliError(Exception):
@@ -54,7 +55,7 @@ def _read(path: Path) -> bytes:
 
 def compress_file(src: Path, out: Path, rate: dict, weights, backend, force: bool) -> dict:
     """rate: the keyword arguments of encode() that set the rate (quality=, target_bpp= or target_bytes=)."""
-    from .api import encode, info
+    from .api import encode
 
     if not src.is_file():
         raise CliError(f"{src}: no such file")
@@ -158,10 +159,9 @@ def _image_format(path: Path) -> str:
 
 
 def cmd_info(args) -> None:
-    from . import _native
-    from .api import info
-
     if args.backend_info:
+        from . import _native
+
         print(json.dumps({"backend": _native.backend_name(), "native": _native.HAS_EXT, "cuda": _native.HAS_CUDA,
                           "native_import_error": _native.IMPORT_ERROR}, indent=1))
         return
@@ -177,9 +177,9 @@ def cmd_info(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import train
+    from . import train
 
-    train(args)
+    train.main(args.train_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,16 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", dest="backend_info", action="store_true", help="print the coder backend and exit")
     p.set_defaults(run=cmd_info)
 
-    from .train import add_arguments
-
-    p = sub.add_parser("train", help="train the variable-rate model")
-    add_arguments(p)
+    # The training module defines and parses its own options (`aecodec train --help`): it imports torch,
+    # which the other commands' start-up should not wait for.
+    p = sub.add_parser("train", help="train the variable-rate model (options: aecodec train --help)", add_help=False)
     p.set_defaults(run=cmd_train)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.train_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.run(args)
     except (AecError, CliError) as exc:

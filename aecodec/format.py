@@ -132,3 +132,20 @@ def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
     streams = {name: reader.take(n) for name, n in zip(STREAMS, lengths)}
     header = Header(MODES[mode], model_id, quality, width, height, symbols_crc)
     return header, streams
+
+
+def info(data: bytes) -> dict:
+    """What an .aec file holds, from its header (verified, not decoded)."""
+    header, streams = unpack(data)
+    pixels = header.width * header.height
+    return {
+        "width": header.width,
+        "height": header.height,
+        "mode": header.mode,
+        "quality": header.quality,
+        "model_id": header.model_id.hex(),
+        "bytes": len(data),
+        "bpp": 8 * len(data) / pixels,
+        "streams": {name: len(s) for name, s in streams.items()},
+        "format_version": VERSION,
+    }

@@ -12,7 +12,6 @@ log-linearly, and training samples qualities continuously so the interpolation i
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -23,12 +22,7 @@ with warnings.catch_warnings():  # compressai's import-time torch.jit.script cal
     from compressai.models import MeanScaleHyperprior
     from compressai.ops import quantize_ste
 
-# Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q >= 3 trains with CompressAI's MSE
-# lambda for its quality q - 2. Qualities 1 and 2 extend the range down to ~0.1 bpp, where
-# CompressAI's lowest lambda does not reach with a model trained on our compute.
-LAMBDAS = (0.0003, 0.0008, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
-QUALITY_MIN = 1.0
-QUALITY_MAX = float(len(LAMBDAS))
+from .quality import LAMBDAS, QUALITY_MIN
 
 # Total downsampling of g_a (16) times h_a (4): image sides are padded to a multiple of this.
 STRIDE = 64
@@ -78,13 +72,6 @@ def lambda_for(quality: Tensor) -> Tensor:
     """Rate-distortion trade-off for each quality: log-linear between the anchor lambdas."""
     log_lambdas = torch.tensor(LAMBDAS, dtype=torch.float64).log()
     return _interpolate_anchors(log_lambdas, quality.double().cpu()).exp().to(quality.device)
-
-
-def check_quality(quality: float) -> float:
-    quality = float(quality)
-    if not (QUALITY_MIN <= quality <= QUALITY_MAX) or math.isnan(quality):
-        raise ValueError(f"quality must be a number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}], got {quality}")
-    return quality
 
 
 class AECModel(MeanScaleHyperprior):

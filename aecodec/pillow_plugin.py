@@ -9,6 +9,7 @@ from __future__ import annotations
 from PIL import Image, ImageFile
 
 from . import format as aec_format
+from .quality import DEFAULT_QUALITY
 
 FORMAT = "AEC"
 
@@ -40,7 +41,7 @@ class AecImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    from .api import DEFAULT_QUALITY, encode
+    from .api import encode
 
     options = im.encoderinfo
     fp.write(encode(im, options.get("quality", DEFAULT_QUALITY), weights=options.get("weights")))

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .image import IMAGE_SUFFIXES
-from .model import QUALITY_MAX, QUALITY_MIN, AECModel, lambda_for
+from .model import AECModel, lambda_for
+from .quality import QUALITY_MAX, QUALITY_MIN
 
 
 def load_images(folder: Path, min_side: int) -> list[torch.Tensor]:

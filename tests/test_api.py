@@ -87,6 +87,14 @@ def test_refuses_bad_images(tiny_model, tmp_path):
         aecodec.encode(natural_like(8, 8), aecodec.QUALITY_MAX + 1, weights=tiny_model)
 
 
+def test_lazy_exports():
+    """The package's exports load on first use; a typo is an AttributeError, not an import of everything."""
+    assert set(aecodec.__all__) <= set(dir(aecodec))
+    assert all(getattr(aecodec, name) is not None for name in aecodec.__all__)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        aecodec.no_such_name
+
+
 @pytest.mark.parametrize("encoder", sorted(BACKENDS))
 @pytest.mark.parametrize("decoder", sorted(BACKENDS))
 def test_backends_are_interchangeable(tiny_model, encoder, decoder):

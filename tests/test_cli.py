@@ -107,6 +107,36 @@ def test_backend_report():
     assert '"backend"' in done.stdout
 
 
+def test_info_and_help_start_without_torch(tmp_path, png, tiny_weights):
+    """`import aecodec`, `aecodec --help` and `aecodec info` do not wait for torch and compressai."""
+    aec = tmp_path / "x.aec"
+    assert main(["compress", str(png), str(aec), "--weights", str(tiny_weights), "-q"]) == 0
+    probe = f"""
+import contextlib, io, sys
+from aecodec.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(["info", {str(aec)!r}])
+    with contextlib.suppress(SystemExit):
+        main(["--help"])
+print(code, "torch" in sys.modules, "60x40 RGB" in out.getvalue(), "decompress" in out.getvalue())
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.split() == ["0", "False", "True", "True"], done.stdout + done.stderr
+
+
+def test_train_options_pass_through(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0 and "--lr-drop" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse's usage error, from the training module's parser
+        main(["train", "--steps", "3"])  # --out is required
+    assert "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["info", "--steps"])  # train's options are not everyone's
+    assert "unrecognized arguments: --steps" in capsys.readouterr().err
+
+
 def test_batch_compress_with_jobs(tmp_path, tiny_weights, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 import aecodec
-from aecodec.model import LAMBDAS, QUALITY_MAX, QUALITY_MIN, AECModel, lambda_for
+from aecodec.model import AECModel, lambda_for
+from aecodec.quality import LAMBDAS, QUALITY_MAX, QUALITY_MIN
 from aecodec.train import add_arguments, train
 from conftest import natural_like
 

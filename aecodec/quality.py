@@ -1,0 +1,23 @@
+"""The rate knob: the quality range, the lambda each anchor quality trains with, and the default.
+
+Plain constants, no torch: the CLI's help and argument checks use them without loading the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+# Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q >= 3 trains with CompressAI's MSE
+# lambda for its quality q - 2. Qualities 1 and 2 extend the range down to ~0.1 bpp, where
+# CompressAI's lowest lambda does not reach with a model trained on our compute.
+LAMBDAS = (0.0003, 0.0008, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
+QUALITY_MIN = 1.0
+QUALITY_MAX = float(len(LAMBDAS))
+DEFAULT_QUALITY = 6.0
+
+
+def check_quality(quality: float) -> float:
+    quality = float(quality)
+    if not (QUALITY_MIN <= quality <= QUALITY_MAX) or math.isnan(quality):
+        raise ValueError(f"quality must be a number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}], got {quality}")
+    return quality
