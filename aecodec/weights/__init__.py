@@ -21,7 +21,7 @@ FORMAT_TAG = "aecodec-weights/1"
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "8052bad55b5e1b6f175eb45961151ca53470558028154dc4522fa0663e284613"),
+    "aec-hp64": ("aec-hp64.pt", "a1865d42642fd57ba617045bd669219fe936fb59798c783f7b058335aaf657aa"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
