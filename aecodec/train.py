@@ -139,7 +139,10 @@ def train(args: argparse.Namespace) -> None:
         state = torch.load(state_path, map_location=device, weights_only=False)
         if state["config"] != model.config:
             raise SystemExit(f"error: {state_path} holds a model {state['config']}, not {model.config}")
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # e.g. a state from before the quality range changed (other gain rows)
+            raise SystemExit(f"error: {state_path} does not fit this version's model: {exc}") from None
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         step = state["step"]

@@ -1,5 +1,6 @@
 """Training: a few steps on tiny images run, checkpoint, resume exactly, and export usable weights."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -41,6 +42,14 @@ def test_train_resume_is_exact_and_exports(tmp_path):
     img = natural_like(64, 64)
     out = aecodec.decode(aecodec.encode(img, 3, weights=straight), weights=straight)
     assert out.size == (64, 64)
+
+    # a state whose gain table has another number of qualities is refused with a message, not a traceback
+    state_path = resumed.with_name("resumed.pt.train.pt")
+    state = torch.load(state_path, weights_only=False)
+    state["model"]["log_gain"] = state["model"]["log_gain"][1:]
+    torch.save(state, state_path)
+    with pytest.raises(SystemExit, match="(?s)does not fit this version's model.*log_gain"):
+        train(args_for(tmp_path, resumed, 6, resume=True))
 
 
 def test_lambda_grows_with_quality():
