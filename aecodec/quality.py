@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 
-# Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q >= 3 trains with CompressAI's MSE
-# lambda for its quality q - 2. Qualities 1 and 2 extend the range down to ~0.1 bpp, where
-# CompressAI's lowest lambda does not reach with a model trained on our compute.
-LAMBDAS = (0.0003, 0.0008, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18)
+# Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q in 3..9 trains with CompressAI's MSE
+# lambda for its quality q - 2. Qualities 1 and 2 extend the range down to ~0.1 bpp and quality 10
+# (0.23, CompressAI's top is 0.18) up to ~1.5 bpp, which CompressAI's end lambdas do not reach with
+# a model trained on our compute.
+LAMBDAS = (0.0003, 0.0008, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.23)
 QUALITY_MIN = 1.0
 QUALITY_MAX = float(len(LAMBDAS))
 DEFAULT_QUALITY = 6.0

@@ -24,7 +24,7 @@ constexpr uint32_t kPrecision = 16;
 constexpr uint32_t kRansL = 1u << 16;
 constexpr uint32_t kSlotMask = (1u << kPrecision) - 1;
 // The decoder finds a slot's symbol from a coarse table of 2^kLutBits buckets per CDF, then steps
-// forward; 4096 buckets keep 64 tables in 512 KB (L2-sized) where a full slot table takes 8 MB.
+// forward; 4096 buckets take 8 KB per table where a full slot table takes 128 KB.
 constexpr uint32_t kLutBits = 12;
 
 // T quantized CDFs, row t valid on [0, lengths[t]): cdfs[t][0] = 0, cdfs[t][lengths[t]-1] = 2^16,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aecodec.coder import BACKENDS, CdfTables, decode_stream, encode_stream
-from aecodec.coder.tables import MAX_LANES, PRECISION, default_lanes, lane_bounds
+from aecodec.coder.tables import BYTES_PER_LANE, MAX_LANES, PRECISION, default_lanes, lane_bounds
 from aecodec.errors import DecodeError
 
 
@@ -86,6 +86,21 @@ def test_lane_layout():
     starts, ends = lane_bounds(10, 4)
     assert list(zip(starts, ends)) == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert default_lanes(0) == 1 and default_lanes(10**9) == MAX_LANES
+
+
+@pytest.mark.parametrize("coded_fraction,expected_lanes", [(0.01, 1), (0.2, 7), (1.0, 13)])
+def test_lanes_hold_at_least_bytes_per_lane(coded_fraction, expected_lanes):
+    """A lane's header bytes pay off only with a few KB behind it: low-rate streams get fewer lanes."""
+    size = 200_000  # 13 lanes by symbol count
+    uniform = np.linspace(0, 1 << PRECISION, 65).astype(np.int64)  # 6 bits per symbol
+    certain = np.concatenate([[0], np.arange(65536 - 63, 65537)])  # symbol 0 costs ~0.001 bit
+    tables = CdfTables(np.stack([uniform, certain]), [65, 65], [0, 0])
+    rng = np.random.default_rng(5)
+    indexes = (rng.random(size) >= coded_fraction).astype(np.int32)  # table 0 for ~coded_fraction of them
+    symbols = np.where(indexes == 0, rng.integers(0, 64, size), 0).astype(np.int32)
+    data = encode_stream(symbols, indexes, tables, backend="python")
+    assert data[0] == expected_lanes  # the stream starts with the lane count (a one-byte varint here)
+    np.testing.assert_array_equal(decode_stream(data, indexes, tables, backend="python"), symbols)
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))

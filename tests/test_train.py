@@ -57,9 +57,10 @@ def test_lambda_grows_with_quality():
     lam = lambda_for(q)
     assert torch.all(lam[1:] > lam[:-1])
     assert torch.isclose(lam[0], torch.tensor(LAMBDAS[0], dtype=lam.dtype))
-    # integer qualities from 3 up are CompressAI's lambdas for its qualities 1..8
-    compressai = lambda_for(torch.arange(3.0, QUALITY_MAX + 1))
-    torch.testing.assert_close(compressai, torch.tensor([0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.18], dtype=lam.dtype))
+    # integer qualities 3..9 are CompressAI's lambdas for its qualities 1..7; 10 is above its 8 (0.18)
+    compressai = lambda_for(torch.arange(3.0, QUALITY_MAX))
+    torch.testing.assert_close(compressai, torch.tensor([0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932], dtype=lam.dtype))
+    assert lambda_for(torch.tensor([QUALITY_MAX])).item() > 0.18
 
 
 def test_gains_interpolate_between_anchors():

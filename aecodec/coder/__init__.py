@@ -14,7 +14,7 @@ from .. import _native
 from ..errors import DecodeError
 from ..format import ByteReader, varint
 from . import python as python_coder
-from .tables import MAX_LANES, CdfTables, default_lanes
+from .tables import MAX_LANES, CdfTables, lanes_for
 
 __all__ = ["CdfTables", "encode_stream", "decode_stream", "prepare", "BACKENDS", "default_backend"]
 
@@ -33,7 +33,9 @@ def encode_stream(symbols, indexes, tables: CdfTables, lanes: int | None = None,
     """Stream = varint lane count, varint 16-bit word count per lane, then the lane payloads."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
     indexes = np.ascontiguousarray(indexes, dtype=np.int32).ravel()
-    lanes = default_lanes(symbols.size) if lanes is None else int(lanes)
+    if lanes is None:
+        tables.check_symbols(symbols, indexes)  # lanes_for indexes the tables with them
+        lanes = lanes_for(symbols, indexes, tables)
     if not 1 <= lanes <= MAX_LANES:
         raise ValueError(f"lanes must be in [1, {MAX_LANES}]")
     payload, lane_words = BACKENDS[backend or default_backend()].encode(symbols, indexes, tables, lanes)

@@ -18,6 +18,7 @@ from ..errors import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 FORMAT_TAG = "aecodec-weights/1"
+SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's default: 64)
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
@@ -42,8 +43,12 @@ class Model:
 
 def save_shipped(model, path: Path) -> None:
     """Freeze the integer CDF tables (compressai's update) and write weights + config atomically."""
+    from compressai.models.google import get_scale_table
+
     model.eval()
-    model.update(force=True)
+    # y is coded with the first table scale >= the predicted one: compressai's 64 scales, 13 % apart,
+    # cost 1.3-1.8 % of the y stream on Kodak; 256 scales (3 % apart) cost ~0.3 %, for +2.4 MB of tables.
+    model.update(scale_table=get_scale_table(levels=SCALE_LEVELS), force=True)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     # Float weights travel as float16 (half the size; the codec is evaluated on exactly these values).
