@@ -8,6 +8,7 @@ import aecodec
 from aecodec.model import AECModel, lambda_for
 from aecodec.quality import LAMBDAS, QUALITY_MAX, QUALITY_MIN
 from aecodec.train import add_arguments, train
+from aecodec.weights import SCALE_LEVELS
 from conftest import natural_like
 
 
@@ -42,6 +43,8 @@ def test_train_resume_is_exact_and_exports(tmp_path):
     img = natural_like(64, 64)
     out = aecodec.decode(aecodec.encode(img, 3, weights=straight), weights=straight)
     assert out.size == (64, 64)
+    shipped = torch.load(straight, weights_only=True)["state_dict"]
+    assert shipped["gaussian_conditional.scale_table"].numel() == SCALE_LEVELS  # the finer table, not compressai's 64
 
     # a state whose gain table has another number of qualities is refused with a message, not a traceback
     state_path = resumed.with_name("resumed.pt.train.pt")
