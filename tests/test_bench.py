@@ -36,3 +36,16 @@ def test_psnr():
     b = a.copy()
     b[0, 0, 0] = 255
     assert rd.psnr(a, b) == 10 * np.log10(48)
+
+
+def test_overhead_splits_the_file(tmp_path, tiny_weights):
+    import aecodec
+    from bench import overhead
+
+    for seed in range(2):
+        Image.fromarray(natural_like(48, 64, seed=seed)).save(tmp_path / f"im{seed}.png")
+    total = overhead.main(["--images", str(tmp_path), "--qualities", "3", "--weights", str(tiny_weights)])[3.0]
+    assert total["file"] == sum(len(aecodec.encode(tmp_path / f"im{s}.png", 3, weights=tiny_weights)) for s in range(2))
+    assert total["coded"] + total["lanes"] + total["header"] == total["file"]
+    assert total["lanes"] >= 2 * 2 * (1 + 1 + 4)  # per image and stream: lane count, one word count, one state
+    assert 0 < total["model"] < float("inf")  # every likelihood is bounded away from 0 (float32 bound)

@@ -16,7 +16,7 @@ from ..format import ByteReader, varint
 from . import python as python_coder
 from .tables import MAX_LANES, CdfTables, lanes_for
 
-__all__ = ["CdfTables", "encode_stream", "decode_stream", "prepare", "BACKENDS", "default_backend"]
+__all__ = ["CdfTables", "encode_stream", "decode_stream", "split_stream", "prepare", "BACKENDS", "default_backend"]
 
 BACKENDS = {"python": python_coder}
 if _native.HAS_EXT:
@@ -46,6 +46,12 @@ def decode_stream(data: bytes, indexes, tables: CdfTables, backend: str | None =
     indexes = np.ascontiguousarray(indexes, dtype=np.int32).ravel()
     if indexes.size and (indexes.min() < 0 or indexes.max() >= len(tables.lengths)):
         raise ValueError("table index out of range")
+    lane_words, payload = split_stream(data)
+    return BACKENDS[backend or default_backend()].decode(payload, lane_words, indexes, tables)
+
+
+def split_stream(data: bytes) -> tuple[np.ndarray, bytes]:
+    """A stream's lane table (16-bit words per lane) and its payload (each lane: 4-byte state + words)."""
     reader = ByteReader(data, "rANS stream")
     lanes = reader.varint()
     if not 1 <= lanes <= MAX_LANES:
@@ -54,7 +60,7 @@ def decode_stream(data: bytes, indexes, tables: CdfTables, backend: str | None =
     payload = reader.rest()
     if int((4 + 2 * lane_words).sum()) != len(payload):
         raise DecodeError("rANS stream length does not match its lane table")
-    return BACKENDS[backend or default_backend()].decode(payload, lane_words, indexes, tables)
+    return lane_words, payload
 
 
 def prepare(values, means, indexes, tables: CdfTables, backend: str | None = None):

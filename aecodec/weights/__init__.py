@@ -18,6 +18,7 @@ from ..errors import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 FORMAT_TAG = "aecodec-weights/1"
+HALF_PRECISION_PARTS = ("g_a.", "g_s.", "h_a.", "h_s.")  # the analysis and synthesis transforms
 SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's default: 64)
 
 # name -> (file in this folder, sha256). The first entry is the default model.
@@ -51,8 +52,11 @@ def save_shipped(model, path: Path) -> None:
     model.update(scale_table=get_scale_table(levels=SCALE_LEVELS), force=True)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    # Float weights travel as float16 (half the size; the codec is evaluated on exactly these values).
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    # The transforms' parameters travel as float16 (half the size; the codec is evaluated on exactly
+    # these values). Buffers and the entropy models stay float32: in float16 the likelihood bound 1e-9
+    # became 0, GDN's pedestal too, and the scale table drifted from the one the CDFs were built from.
+    half = {name for name, _ in model.named_parameters() if name.startswith(HALF_PRECISION_PARTS)}
+    state = {k: v.half() if k in half else v for k, v in model.state_dict().items()}
     torch.save({"format": FORMAT_TAG, "config": model.config, "state_dict": state}, tmp)
     os.replace(tmp, path)
 
