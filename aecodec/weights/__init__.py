@@ -23,7 +23,7 @@ SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's d
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "a1865d42642fd57ba617045bd669219fe936fb59798c783f7b058335aaf657aa"),
+    "aec-hp64": ("aec-hp64.pt", "aa51b9a618eeaf8792c7d1e14af4bb78cdbc77300809eb115f40561bf60cbd7c"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
