@@ -26,9 +26,16 @@ def lanes_for(symbols: np.ndarray, indexes: np.ndarray, tables: "CdfTables") -> 
     bytes of it, and it needs no trial encoding."""
     if symbols.size == 0:
         return 1
-    freqs = tables.cdfs[indexes, symbols + 1] - tables.cdfs[indexes, symbols]
-    payload_bytes = (PRECISION * symbols.size - np.log2(freqs).sum()) / 8
+    bits = tables.cached("code_lengths", _code_lengths)
+    payload_bytes = bits.ravel()[indexes.astype(np.int64) * bits.shape[1] + symbols].sum() / 8
     return int(min(default_lanes(symbols.size), max(1, payload_bytes // BYTES_PER_LANE)))
+
+
+def _code_lengths(tables: "CdfTables") -> np.ndarray:
+    """(T, width - 1) bits of each table's symbols, 0 past a table's end: one gather per symbol, not two
+    gathers and a log (that took 0.6 s for a 24 MP image's 12 M symbols)."""
+    freqs = np.diff(tables.cdfs, axis=1)
+    return np.where(freqs > 0, PRECISION - np.log2(np.maximum(freqs, 1)), 0.0)
 
 
 def lane_bounds(num_symbols: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
