@@ -23,7 +23,7 @@ SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's d
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "aa51b9a618eeaf8792c7d1e14af4bb78cdbc77300809eb115f40561bf60cbd7c"),
+    "aec-hp64": ("aec-hp64.pt", "ac3d2672326fead9898c2683b48125345ec4d1f0ac333e08f203ff3505c0372e"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
