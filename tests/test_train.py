@@ -1,5 +1,8 @@
 """Training: a few steps on tiny images run, checkpoint, resume exactly, and export usable weights."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -22,11 +25,15 @@ def args_for(tmp_path, out, steps, resume=False):
     return parser.parse_args(argv + (["--resume"] if resume else []))
 
 
-def test_train_resume_is_exact_and_exports(tmp_path):
+def make_data(tmp_path):
     (tmp_path / "data").mkdir()
     for seed in range(3):
         Image.fromarray(natural_like(80, 96, seed=seed)).save(tmp_path / "data" / f"{seed}.png")
     (tmp_path / "data" / "notes.txt").write_text("not an image")
+
+
+def test_train_resume_is_exact_and_exports(tmp_path):
+    make_data(tmp_path)
 
     straight = tmp_path / "straight.pt"
     train(args_for(tmp_path, straight, 4))
@@ -53,6 +60,25 @@ def test_train_resume_is_exact_and_exports(tmp_path):
     torch.save(state, state_path)
     with pytest.raises(SystemExit, match="(?s)does not fit this version's model.*log_gain"):
         train(args_for(tmp_path, resumed, 6, resume=True))
+
+
+def test_torchrun_two_processes_train_resume_and_export(tmp_path):
+    """DDP on CPU (gloo): two ranks train, checkpoint each rank's RNG, resume, and write usable weights."""
+    make_data(tmp_path)
+    out = tmp_path / "ddp.pt"
+    argv = args_for(tmp_path, out, 2)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "aecodec.train", "--data", argv.data, "--out", str(out), "--batch", "2", "--crop", "64",
+               "--N", "8", "--M", "8", "--checkpoint-every", "2"]
+    for steps, extra in ((2, []), (4, ["--resume"])):
+        run = subprocess.run(command + ["--steps", str(steps)] + extra, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert "resumed" in run.stdout
+    state = torch.load(out.with_name("ddp.pt.train.pt"), weights_only=False)
+    assert state["step"] == 4
+    assert len(state["rng"]) == 2 and state["rng"][0]["data"].ne(state["rng"][1]["data"]).any()  # one stream per rank
+    img = natural_like(64, 64)
+    assert aecodec.decode(aecodec.encode(img, 3, weights=out), weights=out).size == (64, 64)
 
 
 def test_lambda_grows_with_quality():
