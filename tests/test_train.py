@@ -15,14 +15,19 @@ from aecodec.weights import SCALE_LEVELS
 from conftest import natural_like
 
 
+def tiny_run(tmp_path, out, steps, resume=False) -> list[str]:
+    """`aecodec train` options for a few steps of a tiny model on make_data's images."""
+    argv = ["--data", str(tmp_path / "data"), "--out", str(out), "--steps", str(steps), "--batch", "2", "--crop", "64",
+            "--N", "8", "--M", "8", "--checkpoint-every", "2"]
+    return argv + (["--resume"] if resume else [])
+
+
 def args_for(tmp_path, out, steps, resume=False):
     import argparse
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    argv = ["--data", str(tmp_path / "data"), "--out", str(out), "--steps", str(steps), "--batch", "2", "--crop", "64",
-            "--N", "8", "--M", "8", "--checkpoint-every", "2"]
-    return parser.parse_args(argv + (["--resume"] if resume else []))
+    return parser.parse_args(tiny_run(tmp_path, out, steps, resume))
 
 
 def make_data(tmp_path):
@@ -66,12 +71,9 @@ def test_torchrun_two_processes_train_resume_and_export(tmp_path):
     """DDP on CPU (gloo): two ranks train, checkpoint each rank's RNG, resume, and write usable weights."""
     make_data(tmp_path)
     out = tmp_path / "ddp.pt"
-    argv = args_for(tmp_path, out, 2)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "aecodec.train", "--data", argv.data, "--out", str(out), "--batch", "2", "--crop", "64",
-               "--N", "8", "--M", "8", "--checkpoint-every", "2"]
-    for steps, extra in ((2, []), (4, ["--resume"])):
-        run = subprocess.run(command + ["--steps", str(steps)] + extra, capture_output=True, text=True, timeout=300)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aecodec.train"]
+    for steps, resume in ((2, False), (4, True)):
+        run = subprocess.run(torchrun + tiny_run(tmp_path, out, steps, resume), capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
     assert "resumed" in run.stdout
     state = torch.load(out.with_name("ddp.pt.train.pt"), weights_only=False)
