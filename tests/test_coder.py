@@ -5,9 +5,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from aecodec.coder import BACKENDS, CdfTables, decode_stream, encode_stream
+from aecodec.coder import BACKENDS, CdfTables, decode_stream, encode_stream, split_stream
 from aecodec.coder.tables import BYTES_PER_LANE, MAX_LANES, PRECISION, default_lanes, lane_bounds
 from aecodec.errors import DecodeError
+from aecodec.format import varint
 
 
 def random_tables(rng, count=6, max_symbols=40, peaked=True) -> CdfTables:
@@ -124,6 +125,21 @@ def test_corrupt_streams_raise_decode_error(backend):
         undetected += not np.array_equal(decoded, symbols)
     # The end-state check catches almost every flip; the file CRC (format tests) catches the rest.
     assert undetected <= 6
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_lane_with_a_word_too_few_or_too_many(backend):
+    """A consistent lane table whose lane lacks its last word, or carries one more: each backend names the fault."""
+    rng = np.random.default_rng(4)
+    tables = random_tables(rng)
+    symbols, indexes = random_input(rng, tables, 3000)
+    data = encode_stream(symbols, indexes, tables, lanes=1, backend="python")
+    lane_words, payload = split_stream(data)
+    assert lane_words[0] > 1
+    for words, body, message in [(lane_words[0] - 1, payload[:-2], "ran out of data"),
+                                 (lane_words[0] + 1, payload + b"\x00\x00", "did not end in its initial state")]:
+        with pytest.raises(DecodeError, match=message):
+            decode_stream(varint(1) + varint(int(words)) + body, indexes, tables, backend=backend)
 
 
 def test_golden_stream():

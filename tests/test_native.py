@@ -8,7 +8,7 @@ import torch
 
 import aecodec
 from aecodec import _native
-from aecodec.coder import BACKENDS, encode_stream, prepare
+from aecodec.coder import BACKENDS, encode_stream, prepare, split_stream
 from test_coder import random_input, random_tables
 
 needs_native = pytest.mark.skipif(not _native.HAS_EXT, reason="native extension not built")
@@ -85,3 +85,51 @@ def test_cuda_matches_cpu(seed):
         decoded = native.decode(reader.rest(), words, idx, tables, device="cuda")
         np.testing.assert_array_equal(decoded, symbols)
         np.testing.assert_array_equal(decode_stream(data, idx, tables, backend="python"), symbols)
+
+
+def _threaded_round_trip(seed):
+    """Encode and decode on 2 native threads: (stream, decoded, the Python coder's stream, the symbols)."""
+    from aecodec.coder import native
+
+    rng = np.random.default_rng(seed)
+    tables = random_tables(rng)
+    symbols, indexes = random_input(rng, tables, 20000)
+    data = encode_stream(symbols, indexes, tables, lanes=6, backend="native")
+    lane_words, payload = split_stream(data)
+    decoded = native.decode(payload, lane_words, indexes, tables, threads=2, device="cpu")
+    return data, decoded, encode_stream(symbols, indexes, tables, lanes=6, backend="python"), symbols
+
+
+@needs_native
+def test_concurrent_calls_share_or_bypass_the_worker_pool(monkeypatch):
+    """Python threads call the coder at once (it releases the GIL): one gets the pool, the others their own threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("AECODEC_THREADS", "2")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(_threaded_round_trip, [s % 3 for s in range(24)]))
+    for data, decoded, python_data, symbols in results:
+        assert data == python_data
+        np.testing.assert_array_equal(decoded, symbols)
+
+
+def _child_round_trip(queue):
+    data, decoded, python_data, symbols = _threaded_round_trip(1)
+    queue.put(data == python_data and np.array_equal(decoded, symbols))
+
+
+@needs_native
+def test_forked_child_gets_a_working_pool():
+    """A fork copies the pool but not its threads: the child must start its own, not wait on the parent's."""
+    import multiprocessing
+
+    _threaded_round_trip(0)  # the parent's pool now has workers
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_round_trip, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in the native coder")
+    assert child.exitcode == 0 and queue.get(timeout=5)

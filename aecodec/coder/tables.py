@@ -13,7 +13,7 @@ SYMBOLS_PER_LANE = 16384  # lane size for threads: enough lanes to share out, fe
 BYTES_PER_LANE = 4096
 MAX_LANES = 256
 MAX_QUANTIZED = float(1 << 30)  # quantized values are clamped to +-2**30 so they fit int32 (csrc/rans.h kMaxQuantized)
-LUT_BITS = 12  # buckets per table of the decoders' symbol lookup (csrc/rans.h kLutBits)
+LUT_BITS = 12  # buckets per table of the native decoders' symbol lookup (csrc/rans.h kLutBits)
 
 
 def default_lanes(num_symbols: int) -> int:
@@ -85,13 +85,13 @@ class CdfTables:
             self._cache[key] = build(self)
         return self._cache[key]
 
-    def bucket_lut(self) -> np.ndarray:
-        """(T, 2**LUT_BITS) uint16: the symbol owning the first slot of each bucket (the decoders' lookup)."""
-        return self.cached("bucket_lut", _build_bucket_lut)
+    def bucket_lut(self, bits: int = LUT_BITS) -> np.ndarray:
+        """(T, 2**bits) uint16: the symbol owning the first slot of each bucket (the decoders' lookup)."""
+        return self.cached(("bucket_lut", bits), lambda tables: _build_bucket_lut(tables, bits))
 
 
-def _build_bucket_lut(tables: CdfTables) -> np.ndarray:
-    firsts = np.arange(1 << LUT_BITS, dtype=np.int64) << (PRECISION - LUT_BITS)
+def _build_bucket_lut(tables: CdfTables, bits: int) -> np.ndarray:
+    firsts = np.arange(1 << bits, dtype=np.int64) << (PRECISION - bits)
     return np.stack([
         np.searchsorted(tables.cdfs[i, :n], firsts, side="right") - 1 for i, n in enumerate(tables.lengths)
     ]).astype(np.uint16)
