@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <stdexcept>
@@ -50,10 +51,10 @@ Tables make_tables(const at::Tensor& cdfs, const at::Tensor& lengths, const uint
                 static_cast<int32_t>(cdfs.size(1))};
 }
 
-// Threads kept between calls: spawning and joining two threads cost ~47 us a call here, waking two
-// pooled ones ~19 us (a Kodak latent's 2-thread decode is ~1.4 ms). Workers sleep on a condition variable
-// between calls. One call at a time
-// uses the pool; a concurrent call (the GIL is released) gets threads of its own instead.
+// Threads kept between calls: spawning and joining two threads cost ~47 us a call here, waking one
+// pooled worker while the caller takes a block ~15 us (a Kodak latent's 2-thread decode is ~1.4 ms).
+// Workers sleep on a condition variable between calls. One call at a time uses the pool; a concurrent
+// call (the GIL is released) gets threads of its own instead.
 class WorkerPool {
  public:
   // The process's pool; a forked child, whose copy has no threads, starts a new one.
@@ -70,18 +71,28 @@ class WorkerPool {
     return *pool;
   }
 
-  // Runs job(k) for k in [0, count) on `count` workers and waits for them; false if the pool was busy.
+  // Runs job(k) for k in [0, count): the last on the calling thread, the others on workers; waits for
+  // them all. False (nothing run) if the pool was busy.
   bool try_run(int64_t count, const std::function<void(int64_t)>& job) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
     std::unique_lock<std::mutex> lock(mutex_);
     // A new worker starts from the generation before this call's, so it takes this call's job.
-    for (; workers_ < count; ++workers_) std::thread([this, k = workers_, seen = generation_] { work(k, seen); }).detach();
+    for (; workers_ < count - 1; ++workers_) std::thread([this, k = workers_, seen = generation_] { work(k, seen); }).detach();
     job_ = &job;
-    active_ = pending_ = count;
+    active_ = pending_ = count - 1;
     ++generation_;
     wake_.notify_all();
+    lock.unlock();
+    std::exception_ptr error;  // the workers use `job` until they are done, so wait for them before throwing
+    try {
+      job(count - 1);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
     done_.wait(lock, [this] { return pending_ == 0; });
+    if (error) std::rethrow_exception(error);
     return true;
   }
 
@@ -108,8 +119,7 @@ class WorkerPool {
 };
 
 // Splits lanes [0, lanes) into `threads` contiguous blocks of near-equal size and runs fn(begin, end)
-// for each block. One block runs inline; several run each on a worker thread (measured here: a block on
-// the calling thread next to a worker's finished 2x later than its twin, all on workers did not).
+// for each block, each on its own thread.
 template <typename Fn>
 void for_lane_blocks(int64_t lanes, int64_t threads, Fn fn) {
   threads = std::max<int64_t>(1, std::min(threads, lanes));
