@@ -23,7 +23,7 @@ SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's d
 
 # name -> (file in this folder, sha256). The first entry is the default model.
 SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "ac3d2672326fead9898c2683b48125345ec4d1f0ac333e08f203ff3505c0372e"),
+    "aec-hp64": ("aec-hp64.pt", "a264051d3bd2c7f9222d2445a73b0dc1f1dc5d01b3b619e3d75b27fc6c407eed"),
 }
 DEFAULT_MODEL = next(iter(SHIPPED))
 
