@@ -28,13 +28,13 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables, lanes: i
     Returns the lane payloads concatenated and the number of 16-bit words of each lane (after its
     4-byte final state)."""
     tables.check_symbols(symbols, indexes)
-    # Flat gathers: a third of the time of cdfs[indexes, symbols] on 300k symbols
-    positions = indexes.astype(np.int64) * tables.cdfs.shape[1] + symbols
-    starts = tables.cdfs.ravel()[positions]
-    freqs = tables.cdfs.ravel()[positions + 1] - starts
-    # rANS encodes backwards so decoding runs forwards: lane [begin, end) is [n - end, n - begin) here.
+    # rANS encodes backwards so decoding runs forwards: gathered in reverse order, lane [begin, end) is
+    # [n - end, n - begin) here. Flat gathers: a third of the time of cdfs[indexes, symbols] on 300k symbols.
+    n = symbols.size
+    reversed_positions = (indexes.astype(np.int64) * tables.cdfs.shape[1] + symbols)[::-1]
+    reversed_starts = tables.cdfs.ravel()[reversed_positions]
+    reversed_freqs = tables.cdfs.ravel()[reversed_positions + 1] - reversed_starts
     # Memoryviews hand zip one Python int at a time: no two lists of them to build per lane (~4 of 60 ms here).
-    n, reversed_freqs, reversed_starts = symbols.size, freqs[::-1].copy(), starts[::-1].copy()
     # Locals, not module constants, in the per-symbol loops: LOAD_FAST is the cheapest lookup.
     precision, mask, one = PRECISION, _MASK, 1 << PRECISION
     parts, lane_words = [], []
