@@ -79,6 +79,8 @@ class AECModel(MeanScaleHyperprior):
 
     def __init__(self, N: int = 64, M: int = 128):
         super().__init__(N=N, M=M)
+        # Training may run the transforms (not the entropy models) under bf16 autocast; None: float32.
+        self.transform_dtype: torch.dtype | None = None
         # Gain ~ 1/quantization step, D ~ step^2 and lambda ~ 1/D: start the gains at sqrt(lambda).
         log_lambdas = torch.tensor(LAMBDAS, dtype=torch.float32).log()
         init = 0.5 * (log_lambdas - log_lambdas.mean())
@@ -99,9 +101,16 @@ class AECModel(MeanScaleHyperprior):
         """x in [0, 1], (B, 3, H, W) with H, W multiples of STRIDE -> (y, z), both unquantized."""
         return self.latents_at(self.analysis_features(x), quality)
 
+    def _transform(self, transform, x: Tensor) -> Tensor:
+        """transform(x), under autocast when transform_dtype is set; the result is float32 either way."""
+        if self.transform_dtype is None:
+            return transform(x)
+        with torch.autocast(x.device.type, dtype=self.transform_dtype):
+            return transform(x).float()
+
     def analysis_features(self, x: Tensor) -> Tensor:
         """g_a(x) before the quality's gain: the costly part of analysis, the same at every quality."""
-        return tiled(self.g_a, x, TILE, TILE_MARGIN, down=Y_STRIDE)
+        return tiled(lambda t: self._transform(self.g_a, t), x, TILE, TILE_MARGIN, down=Y_STRIDE)
 
     def latents_at(self, features: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
         """(y, z) at `quality` from analysis_features(x): cheap, so a rate search can repeat it."""
@@ -116,7 +125,7 @@ class AECModel(MeanScaleHyperprior):
 
     def synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
         _, inv_gain = self.gains(quality)
-        return tiled(self.g_s, y_hat * inv_gain, TILE // Y_STRIDE, TILE_MARGIN // Y_STRIDE, up=Y_STRIDE)
+        return tiled(lambda t: self._transform(self.g_s, t), y_hat * inv_gain, TILE // Y_STRIDE, TILE_MARGIN // Y_STRIDE, up=Y_STRIDE)
 
     def forward(self, x: Tensor, quality: Tensor) -> dict:
         y, z = self.analysis(x, quality)

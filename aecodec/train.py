@@ -78,6 +78,65 @@ def rd_loss(model, x: torch.Tensor, quality: torch.Tensor) -> dict:
     return {"loss": loss, "bpp": bpp.mean(), "mse": mse}
 
 
+@torch.no_grad()
+def widen(small: AECModel, N: int, M: int, seed: int = 0) -> AECModel:
+    """A wider AECModel(N, M) that computes what `small` does: a warm start (Net2Net-style).
+
+    Old channels keep their weights; new channels get fresh incoming weights and zero weights into
+    old channels, so they start as a side network that training blends in. New latent channels (y, z)
+    start tiny, so they quantize to 0 and cost almost nothing until they learn something.
+    """
+    if N < small.N or M < small.M:
+        raise SystemExit(f"error: can only widen, not shrink ({small.N}/{small.M} -> {N}/{M})")
+    torch.manual_seed(seed)
+    big = AECModel(N, M)
+    n_old, m_old, rgb = torch.arange(small.N), torch.arange(small.M), torch.arange(3)
+    hs_hidden = torch.arange(small.M * 3 // 2)
+    hs_out = torch.cat([m_old, M + m_old])  # h_s ends in [scales | means], M each
+    hs_new = torch.ones(2 * M, dtype=torch.bool)
+    hs_new[hs_out] = False
+    tiny = 1e-2
+    big.g_a[6].weight[small.M :] *= tiny
+    big.h_a[4].weight[small.N :] *= tiny
+    big.h_s[4].weight[hs_new] *= tiny
+    big.h_s[4].bias[hs_new] = 0
+
+    def copy_conv(layer, old, out_map, in_map):
+        if isinstance(layer, torch.nn.ConvTranspose2d):  # weight (in, out, k, k)
+            layer.weight[:, out_map] = 0
+            layer.weight[in_map[:, None], out_map] = old.weight
+        else:  # weight (out, in, k, k)
+            layer.weight[out_map] = 0
+            layer.weight[out_map[:, None], in_map] = old.weight
+        layer.bias[out_map] = old.bias
+
+    for seq, old_seq, maps in (
+        (big.g_a, small.g_a, [(n_old, rgb), (n_old, n_old), (n_old, n_old), (m_old, n_old)]),
+        (big.g_s, small.g_s, [(n_old, m_old), (n_old, n_old), (n_old, n_old), (rgb, n_old)]),
+        (big.h_a, small.h_a, [(n_old, m_old), (n_old, n_old), (n_old, n_old)]),
+        (big.h_s, small.h_s, [(m_old, n_old), (hs_hidden, m_old), (hs_out, hs_hidden)]),
+    ):
+        convs = [i for i, layer in enumerate(seq) if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+        for i, (out_map, in_map) in zip(convs, maps, strict=True):
+            copy_conv(seq[i], old_seq[i], out_map, in_map)
+            if i + 1 < len(seq) and hasattr(seq[i + 1], "gamma"):  # GDN: the old block, no cross terms
+                seq[i + 1].beta[out_map] = old_seq[i + 1].beta
+                seq[i + 1].gamma[out_map[:, None], out_map] = old_seq[i + 1].gamma
+    # g_s sees the new y channels through small random weights: y_hat is 0 there at first, so the
+    # output is unchanged, but the gradient reaches those channels and lets them grow.
+    new_y = big.g_s[0].weight[small.M :]
+    new_y.copy_(tiny * small.g_s[0].weight.std() * torch.randn_like(new_y))
+
+    old_params = dict(small.entropy_bottleneck.named_parameters())
+    source = torch.arange(N) % small.N  # new z channels start with an old channel's density
+    for name, param in big.entropy_bottleneck.named_parameters():
+        param.copy_(old_params[name][source])
+    for table, old in ((big.log_gain, small.log_gain), (big.log_inv_gain, small.log_inv_gain)):
+        table[:, : small.M] = old
+        table[:, small.M :] = old.mean(1, keepdim=True)
+    return big
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "data": gen.get_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -128,7 +187,16 @@ def train(args: argparse.Namespace) -> None:
 
     torch.manual_seed(args.seed + rank)
     gen = torch.Generator().manual_seed(args.seed + rank)
-    model = AECModel(args.N, args.M).to(device)
+    if args.init_from and not (args.resume and state_path.exists()):
+        from .weights import load
+
+        model = widen(load(args.init_from).net, args.N, args.M, seed=args.seed).to(device)
+        if rank == 0:
+            print(f"initialised from {args.init_from}, widened to N={args.N}, M={args.M}")
+    else:
+        model = AECModel(args.N, args.M).to(device)
+    model.train().requires_grad_(True)
+    model.transform_dtype = torch.bfloat16 if args.precision == "bf16" else None
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=args.lr)
@@ -221,6 +289,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--N", type=int, default=64, help="transform channels")
     parser.add_argument("--M", type=int, default=128, help="latent channels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", help="start (when there is no state to resume) from these weights, a shipped "
+                        "model's name or a file, widened to --N/--M")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                        help="the transforms' training precision (bf16 autocast; entropy models and loss stay float32)")
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--export", action="store_true", help="only write OUT from the weights in OUT.train.pt")
     parser.add_argument("--log", help="append step/seconds/loss/bpp/psnr lines to this file at each checkpoint")

@@ -101,3 +101,34 @@ def test_gains_interpolate_between_anchors():
     torch.testing.assert_close(gain[1].log(), mid)
     assert gain.shape == (3, 8, 1, 1) and inv.shape == (3, 8, 1, 1)
     assert torch.all(gain[1:, 0, 0, 0] > gain[:-1, 0, 0, 0])
+
+
+def test_widen_keeps_what_the_small_model_computes():
+    from aecodec.train import widen
+
+    torch.manual_seed(0)
+    small = AECModel(8, 8).eval()
+    big = widen(small, 12, 16).eval()
+    assert big.config == {"N": 12, "M": 16}
+    x = torch.rand(1, 3, 64, 64)
+    quality = torch.tensor([4.5])
+    with torch.no_grad():
+        a, b = small(x, quality), big(x, quality)
+    torch.testing.assert_close(b["x_hat"], a["x_hat"], rtol=0, atol=1e-5)
+    # The old y channels cost what they did; the new ones start at 0 and cost (almost) nothing.
+    torch.testing.assert_close(b["likelihoods"]["y"][:, :8], a["likelihoods"]["y"], rtol=1e-4, atol=0)
+    assert b["likelihoods"]["y"][:, 8:].log2().sum() > 0.01 * a["likelihoods"]["y"].log2().sum()  # bits are negative log2
+    # and training reaches the new channels: every parameter gets a gradient
+    big.train()
+    out = big(x, quality)
+    (out["x_hat"].square().mean() - sum(lik.log().sum() for lik in out["likelihoods"].values())).backward()
+    assert big.g_s[0].weight.grad[8:].abs().sum() > 0 and big.g_a[6].weight.grad[8:].abs().sum() > 0
+
+
+def test_bf16_transforms_keep_entropy_models_in_float32():
+    torch.manual_seed(0)
+    model = AECModel(8, 8)
+    model.transform_dtype = torch.bfloat16
+    out = model(torch.rand(2, 3, 64, 64), torch.tensor([2.0, 9.0]))
+    assert out["x_hat"].dtype == torch.float32
+    assert all(lik.dtype == torch.float32 for lik in out["likelihoods"].values())
