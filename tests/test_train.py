@@ -117,7 +117,7 @@ def test_widen_keeps_what_the_small_model_computes():
     torch.testing.assert_close(b["x_hat"], a["x_hat"], rtol=0, atol=1e-5)
     # The old y channels cost what they did; the new ones start at 0 and cost (almost) nothing.
     torch.testing.assert_close(b["likelihoods"]["y"][:, :8], a["likelihoods"]["y"], rtol=1e-4, atol=0)
-    assert b["likelihoods"]["y"][:, 8:].log2().sum() > 0.01 * a["likelihoods"]["y"].log2().sum()  # bits are negative log2
+    assert b["likelihoods"]["y"][:, 8:].min() > 0.99
     # and training reaches the new channels: every parameter gets a gradient
     big.train()
     out = big(x, quality)
