@@ -8,7 +8,7 @@
 import importlib
 
 from . import pillow_plugin  # noqa: F401  (registers .aec with Pillow)
-from .errors import AecError, DecodeError, ImageError, WeightsError
+from .errors import AecError, DecodeError, ImageError, OptionError, WeightsError
 from .format import info
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
@@ -23,7 +23,7 @@ _LAZY = {
 
 __all__ = [
     "encode", "decode", "info", "load_model", "backend_name", "HAS_EXT", "HAS_CUDA",
-    "AecError", "DecodeError", "ImageError", "WeightsError",
+    "AecError", "DecodeError", "ImageError", "OptionError", "WeightsError",
     "DEFAULT_QUALITY", "QUALITY_MIN", "QUALITY_MAX", "__version__",
 ]
 

@@ -1,4 +1,5 @@
-"""The exceptions aecodec raises on bad input; the CLI turns each into a one-line message and exit code."""
+"""Every error aecodec raises on purpose derives from AecError; the CLI turns each into a one-line
+message and exit code 1. Anything else escaping aecodec is a bug and keeps its traceback."""
 
 
 class AecError(Exception):
@@ -11,6 +12,10 @@ class DecodeError(AecError, ValueError):
 
 class ImageError(AecError, ValueError):
     """An input image cannot be read or is of a kind aecodec does not code."""
+
+
+class OptionError(AecError, ValueError):
+    """An option is out of range or contradicts another: quality, rate targets, backend names, ..."""
 
 
 class WeightsError(AecError, RuntimeError):
