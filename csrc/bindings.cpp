@@ -5,6 +5,9 @@
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "aecodec native coder: rANS lanes (CPU threads, CUDA decode) and fused symbol preparation";
+  // A corrupt stream is the user's data, not our bug: it reaches Python as an aecodec.DecodeError.
+  pybind11::register_exception<aec::CorruptStream>(m, "CorruptStreamError",
+                                                   pybind11::module_::import("aecodec.errors").attr("DecodeError"));
   m.def("rans_encode", &aec::rans_encode, "Encode symbols into rANS lanes", pybind11::arg("symbols"),
         pybind11::arg("indexes"), pybind11::arg("cdfs"), pybind11::arg("lengths"), pybind11::arg("lanes"),
         pybind11::arg("threads"), pybind11::call_guard<pybind11::gil_scoped_release>());

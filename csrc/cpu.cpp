@@ -202,10 +202,10 @@ at::Tensor rans_decode(const at::Tensor& payload, const at::Tensor& lane_words, 
   const int64_t* lw = lane_words.data_ptr<int64_t>();
   std::vector<int64_t> offsets(lanes + 1, 0);
   for (int64_t lane = 0; lane < lanes; ++lane) {
-    if (lw[lane] < 0) throw std::domain_error("rANS lane table is corrupt");
+    if (lw[lane] < 0) throw CorruptStream("rANS lane table is corrupt");
     offsets[lane + 1] = offsets[lane] + 4 + 2 * lw[lane];
   }
-  if (offsets[lanes] != payload.numel()) throw std::domain_error("rANS payload size does not match its lane table");
+  if (offsets[lanes] != payload.numel()) throw CorruptStream("rANS payload size does not match its lane table");
 
   const int64_t n = indexes.numel();
   at::Tensor out = at::empty({n}, at::kInt);
@@ -245,7 +245,7 @@ at::Tensor rans_decode(const at::Tensor& payload, const at::Tensor& lane_words, 
   });
   for (int32_t s : status) {
     if (s == kBadIndex) throw std::invalid_argument(decode_status_message(s));
-    if (s != kOk) throw std::domain_error(decode_status_message(s));
+    if (s != kOk) throw CorruptStream(decode_status_message(s));
   }
   return out;
 }

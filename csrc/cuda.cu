@@ -87,11 +87,11 @@ at::Tensor rans_decode_cuda(const at::Tensor& payload, const at::Tensor& lane_wo
   int64_t* off = offsets.data_ptr<int64_t>();
   int64_t total = 0;
   for (int64_t lane = 0; lane < lanes; ++lane) {
-    if (lw[lane] < 0) throw std::domain_error("rANS lane table is corrupt");
+    if (lw[lane] < 0) throw CorruptStream("rANS lane table is corrupt");
     off[lane] = total;
     total += 4 + 2 * lw[lane];
   }
-  if (total != payload.numel()) throw std::domain_error("rANS payload size does not match its lane table");
+  if (total != payload.numel()) throw CorruptStream("rANS payload size does not match its lane table");
 
   const int64_t n = indexes.numel();
   at::Tensor out = at::empty({n}, indexes.options());
@@ -112,7 +112,7 @@ at::Tensor rans_decode_cuda(const at::Tensor& payload, const at::Tensor& lane_wo
   for (int64_t lane = 0; lane < lanes; ++lane) {
     const int32_t s = status_cpu.data_ptr<int32_t>()[lane];
     if (s == kBadIndex) throw std::invalid_argument(decode_status_message(s));
-    if (s != kOk) throw std::domain_error(decode_status_message(s));
+    if (s != kOk) throw CorruptStream(decode_status_message(s));
   }
   return out;
 }

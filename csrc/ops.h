@@ -1,13 +1,18 @@
 // The extension's operations, shared by cpu.cpp, cuda.cu and bindings.cpp.
-// Errors: std::invalid_argument (bad arguments -> Python ValueError) and std::domain_error (a corrupt
-// stream; the Python side turns it into aecodec.DecodeError).
+// Errors: std::invalid_argument (bad arguments -> Python ValueError: a caller's bug) and CorruptStream
+// (registered in bindings.cpp as aecodec._C.CorruptStreamError, a subclass of aecodec.DecodeError).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <stdexcept>
 #include <tuple>
 
 namespace aec {
+
+struct CorruptStream : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 void check_tensor(const at::Tensor& t, at::ScalarType type, c10::DeviceType device, const char* name);
 const char* decode_status_message(int32_t status);

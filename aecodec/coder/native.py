@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from .._native import _C, cuda_usable
-from ..errors import DecodeError
 from .tables import CdfTables
 
 
@@ -42,17 +41,15 @@ def decode(payload: bytes, lane_words: np.ndarray, indexes: np.ndarray, tables: 
     device = device or ("cuda" if cuda_usable() else "cpu")
     payload_t = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
     words_t = torch.from_numpy(np.ascontiguousarray(lane_words, dtype=np.int64))
-    try:
-        if device == "cpu":
-            t = _tensors(tables)
-            out = _C.rans_decode(payload_t, words_t, torch.from_numpy(indexes), t["cdfs"], t["lengths"], t["lut"],
-                                 threads or default_threads())
-        else:
-            t = _tensors(tables, device)
-            out = _C.rans_decode_cuda(payload_t.to(device), words_t, torch.from_numpy(indexes).to(device), t["cdfs"],
-                                      t["lengths"], t["lut"])
-    except ValueError as exc:  # indexes were validated by the caller: what is left is a corrupt stream
-        raise DecodeError(str(exc)) from exc
+    # A corrupt stream raises _C.CorruptStreamError, a DecodeError; a ValueError would be our bug.
+    if device == "cpu":
+        t = _tensors(tables)
+        out = _C.rans_decode(payload_t, words_t, torch.from_numpy(indexes), t["cdfs"], t["lengths"], t["lut"],
+                             threads or default_threads())
+    else:
+        t = _tensors(tables, device)
+        out = _C.rans_decode_cuda(payload_t.to(device), words_t, torch.from_numpy(indexes).to(device), t["cdfs"],
+                                  t["lengths"], t["lut"])
     return out.cpu().numpy()
 
 
