@@ -9,10 +9,10 @@ import torch
 
 from . import format as aec_format
 from . import image as images
-from .errors import DecodeError
+from .errors import DecodeError, OptionError
 from .model import STRIDE
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, check_quality
-from .weights import SHIPPED, Model, find, load
+from .weights import RELEASES, Model, find, load
 
 RATE_SEARCH_STEP = 0.01  # quality resolution of a rate search: about 0.3 % of the bitrate
 _stage_times: dict | None = None  # set by record_stages(), for the speed benchmark
@@ -64,19 +64,19 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
     quality: float in [QUALITY_MIN, QUALITY_MAX] (higher = more bits, better fidelity), kept to 1/1000;
         default DEFAULT_QUALITY.
     target_bpp, target_bytes: rate control, instead of a quality: the highest quality (in steps of 0.01) whose
-        whole file fits, found by bisection; the analysis transform runs once. ValueError if even QUALITY_MIN
+        whole file fits, found by bisection; the analysis transform runs once. OptionError if even QUALITY_MIN
         does not fit.
     weights: a shipped model name, a weights file path or a loaded Model (default: the shipped model).
     backend: entropy coder, "python" or "native" (default: native when built).
     device: where the transforms run ("cpu", "cuda"; default: cuda when available).
     """
     if sum(v is not None for v in (quality, target_bpp, target_bytes)) > 1:
-        raise ValueError("give one of quality, target_bpp and target_bytes")
+        raise OptionError("give one of quality, target_bpp and target_bytes")
     if target_bpp is None and target_bytes is None:
         quality = _as_stored(check_quality(DEFAULT_QUALITY if quality is None else quality))
     for name, target in (("target_bpp", target_bpp), ("target_bytes", target_bytes)):
         if target is not None and not target > 0:  # also refuses NaN
-            raise ValueError(f"{name} must be a positive number, got {target}")
+            raise OptionError(f"{name} must be a positive number, got {target}")
     model = _model(weights)
     dev = _device(device)
     with _stage("image", dev):
@@ -112,7 +112,7 @@ def _fit_budget(encode_at, budget: float) -> bytes:
     low, high = 0, round((QUALITY_MAX - QUALITY_MIN) / RATE_SEARCH_STEP)
     best = at(low)
     if len(best) > budget:
-        raise ValueError(f"cannot fit {budget:.0f} bytes: the smallest file, at quality {QUALITY_MIN:g}, "
+        raise OptionError(f"cannot fit {budget:.0f} bytes: the smallest file, at quality {QUALITY_MIN:g}, "
                          f"takes {len(best)} bytes")
     top = at(high)
     if len(top) <= budget:
@@ -137,7 +137,7 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
     if model is None:
         raise DecodeError(
             f"file was made by model {header.model_id.hex()}, which this aecodec does not have "
-            f"(shipped: {', '.join(SHIPPED)}; pass weights= for others)"
+            f"(released models: {', '.join(RELEASES)}; pass weights= for others)"
         )
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != bool(streams["alpha"]):

@@ -1,7 +1,8 @@
-"""The `aecodec` command: compress, decompress, info, train.
+"""The `aecodec` command: compress, decompress, info, models, train.
 
-Exit codes: 0 success, 1 bad input (unreadable image, damaged .aec, missing weights), 2 usage error,
-130 interrupted. Outputs are written to a temporary file beside the target and renamed into place,
+Exit codes: 0 success; 1 an aecodec error (AecError: unreadable image, damaged or foreign .aec, bad
+option value, missing weights) or an OS error (file not found, disk full), one line on stderr;
+2 usage error (argparse); 130 interrupted. Anything else is a bug and shows its traceback. Outputs are written to a temporary file beside the target and renamed into place,
 so a failed run never leaves a partial file, and an existing output is only replaced with --force.
 """
 
@@ -21,8 +22,8 @@ from .format import info
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
 
-class CliError(Exception):
-    pass
+class CliError(AecError):
+    """A problem with the command's files: an output exists, an input is missing."""
 
 
 @contextlib.contextmanager
@@ -70,7 +71,7 @@ def _batch_job(job):
     src, out, rate, weights, backend, force = job
     try:
         return src, compress_file(src, out, rate, weights, backend, force), None
-    except (AecError, CliError, ValueError) as exc:
+    except (AecError, OSError) as exc:
         return src, None, str(exc)
 
 
@@ -171,9 +172,27 @@ def cmd_info(args) -> None:
     if args.json:
         print(json.dumps(meta, indent=1))
         return
+    model = f"{meta['model']} ({meta['model_id']})" if meta["model"] else f"{meta['model_id']} (not a released model)"
     print(f"{args.file}: {meta['width']}x{meta['height']} {meta['mode']}, {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, "
-          f"quality {meta['quality']:g}, model {meta['model_id']}, format v{meta['format_version']}")
+          f"quality {meta['quality']:g}, model {model}, format v{meta['format_version']}")
     print("  streams: " + ", ".join(f"{k} {v} B" for k, v in meta["streams"].items()))
+
+
+def cmd_models(args) -> None:
+    from .weights import DEFAULT_MODEL, RELEASES
+
+    rows = [{"name": r.name, "model_id": r.model_id.hex(), "N": r.N, "M": r.M, "qualities": list(r.qualities),
+             "release": r.release, "megabytes": round(r.size_bytes / 1e6, 1), "default": r.name == DEFAULT_MODEL}
+            for r in RELEASES.values()]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"{'name':<12} {'model id':<16} {'N/M':<8} {'qualities':<10} {'since':<7} {'MB':>5}")
+    for row in rows:
+        print(f"{row['name']:<12} {row['model_id']:<16} {row['N']}/{row['M']:<5} "
+              f"{row['qualities'][0]:g}-{row['qualities'][1]:<7g} {row['release']:<7} {row['megabytes']:>5.1f}"
+              + ("  (default for encoding)" if row["default"] else ""))
+    print("Every released model decodes its files; a file names its model by id.")
 
 
 def cmd_train(args) -> None:
@@ -219,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", dest="backend_info", action="store_true", help="print the coder backend and exit")
     p.set_defaults(run=cmd_info)
 
+    p = sub.add_parser("models", help="the released models: every one decodes its files; the default encodes")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_models)
+
     # The training module defines and parses its own options (`aecodec train --help`): it imports torch,
     # which the other commands' start-up should not wait for.
     p = sub.add_parser("train", help="train the variable-rate model (options: aecodec train --help)", add_help=False)
@@ -235,11 +258,11 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.run(args)
-    except (AecError, CliError) as exc:
+    except AecError as exc:
         print(f"aecodec: error: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # e.g. quality out of range
-        print(f"aecodec: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"aecodec: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("aecodec: interrupted", file=sys.stderr)

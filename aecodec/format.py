@@ -136,14 +136,18 @@ def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
 
 def info(data: bytes) -> dict:
     """What an .aec file holds, from its header (verified, not decoded)."""
+    from .weights import release_for
+
     header, streams = unpack(data)
     pixels = header.width * header.height
+    release = release_for(header.model_id)
     return {
         "width": header.width,
         "height": header.height,
         "mode": header.mode,
         "quality": header.quality,
         "model_id": header.model_id.hex(),
+        "model": release.name if release else None,  # None: weights this aecodec does not ship
         "bytes": len(data),
         "bpp": 8 * len(data) / pixels,
         "streams": {name: len(s) for name, s in streams.items()},

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from .errors import OptionError
+
 # Quality q is a float in [QUALITY_MIN, QUALITY_MAX]; integer q in 3..9 trains with CompressAI's MSE
 # lambda for its quality q - 2. Qualities 1 and 2 extend the range down to ~0.1 bpp and quality 10
 # (0.23, CompressAI's top is 0.18) up to ~1.5 bpp, which CompressAI's end lambdas do not reach with
@@ -18,7 +20,10 @@ DEFAULT_QUALITY = 6.0
 
 
 def check_quality(quality: float) -> float:
-    quality = float(quality)
+    try:
+        quality = float(quality)
+    except (TypeError, ValueError):
+        raise OptionError(f"quality must be a number, got {quality!r}") from None
     if not (QUALITY_MIN <= quality <= QUALITY_MAX) or math.isnan(quality):
-        raise ValueError(f"quality must be a number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}], got {quality}")
+        raise OptionError(f"quality must be a number in [{QUALITY_MIN:g}, {QUALITY_MAX:g}], got {quality}")
     return quality

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _native
-from ..errors import DecodeError
+from ..errors import DecodeError, OptionError
 from ..format import ByteReader, varint
 from . import python as python_coder
 from .tables import MAX_LANES, CdfTables, lanes_for
@@ -29,6 +29,15 @@ def default_backend() -> str:
     return "native" if _native.HAS_EXT else "python"
 
 
+def _backend(name: str | None):
+    name = name or default_backend()
+    if name == "native" and not _native.HAS_EXT:
+        raise OptionError(f"the native backend is not built in this install ({_native.IMPORT_ERROR}); use 'python'")
+    if name not in BACKENDS:
+        raise OptionError(f"unknown backend {name!r}: choose from python, native")
+    return BACKENDS[name]
+
+
 def encode_stream(symbols, indexes, tables: CdfTables, lanes: int | None = None, backend: str | None = None) -> bytes:
     """Stream = varint lane count, varint 16-bit word count per lane, then the lane payloads."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
@@ -38,7 +47,7 @@ def encode_stream(symbols, indexes, tables: CdfTables, lanes: int | None = None,
         lanes = lanes_for(symbols, indexes, tables)
     if not 1 <= lanes <= MAX_LANES:
         raise ValueError(f"lanes must be in [1, {MAX_LANES}]")
-    payload, lane_words = BACKENDS[backend or default_backend()].encode(symbols, indexes, tables, lanes)
+    payload, lane_words = _backend(backend).encode(symbols, indexes, tables, lanes)
     return varint(lanes) + b"".join(varint(int(w)) for w in lane_words) + payload
 
 
@@ -47,7 +56,7 @@ def decode_stream(data: bytes, indexes, tables: CdfTables, backend: str | None =
     if indexes.size and (indexes.min() < 0 or indexes.max() >= len(tables.lengths)):
         raise ValueError("table index out of range")
     lane_words, payload = split_stream(data)
-    return BACKENDS[backend or default_backend()].decode(payload, lane_words, indexes, tables)
+    return _backend(backend).decode(payload, lane_words, indexes, tables)
 
 
 def split_stream(data: bytes) -> tuple[np.ndarray, bytes]:
@@ -65,4 +74,4 @@ def split_stream(data: bytes) -> tuple[np.ndarray, bytes]:
 
 def prepare(values, means, indexes, tables: CdfTables, backend: str | None = None):
     """Latent values (torch, any device) -> (symbols, quantized values) as int32 NumPy arrays."""
-    return BACKENDS[backend or default_backend()].prepare(values, means, indexes, tables)
+    return _backend(backend).prepare(values, means, indexes, tables)

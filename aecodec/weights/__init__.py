@@ -1,7 +1,8 @@
-"""Shipped weights: the registry of model ids, saving (with frozen CDF tables) and sha256-checked loading.
+"""Released models: the registry, saving weights (with frozen CDF tables) and sha256-checked loading.
 
 A model id is the first 8 bytes of the sha256 of its weights file; .aec headers record it, so a file
-always names the exact weights that decode it.
+always names the exact weights that decode it. A released model is never removed or changed: every
+later aecodec ships its weights file and decodes its files (docs/FORMAT.md, "Weights files").
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..errors import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
@@ -21,11 +20,43 @@ FORMAT_TAG = "aecodec-weights/1"
 HALF_PRECISION_PARTS = ("g_a.", "g_s.", "h_a.", "h_s.")  # the analysis and synthesis transforms
 SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's default: 64)
 
-# name -> (file in this folder, sha256). The first entry is the default model.
-SHIPPED = {
-    "aec-hp64": ("aec-hp64.pt", "a264051d3bd2c7f9222d2445a73b0dc1f1dc5d01b3b619e3d75b27fc6c407eed"),
+
+
+@dataclass(frozen=True)
+class Release:
+    """A released model: its weights file in this folder, that file's sha256, and what it codes."""
+
+    name: str
+    filename: str
+    sha256: str
+    N: int
+    M: int
+    qualities: tuple[float, float]
+    release: str  # the aecodec version that first shipped it
+
+    @property
+    def model_id(self) -> bytes:
+        return bytes.fromhex(self.sha256)[:8]
+
+    @property
+    def size_bytes(self) -> int:
+        return (WEIGHTS_DIR / self.filename).stat().st_size
+
+
+# Append only: an entry, once released, stays forever with the same file and sha256.
+RELEASES = {
+    release.name: release
+    for release in (
+        Release("aec-hp64", "aec-hp64.pt", "a264051d3bd2c7f9222d2445a73b0dc1f1dc5d01b3b619e3d75b27fc6c407eed",
+                64, 128, (1.0, 10.0), "0.1.0"),
+    )
 }
-DEFAULT_MODEL = next(iter(SHIPPED))
+DEFAULT_MODEL = "aec-hp64"  # what encode uses; decode picks the model a file names
+
+
+def release_for(model_id: bytes) -> Release | None:
+    """The released model with this id, without loading anything."""
+    return next((r for r in RELEASES.values() if r.model_id == model_id), None)
 
 
 @dataclass
@@ -44,6 +75,7 @@ class Model:
 
 def save_shipped(model, path: Path) -> None:
     """Freeze the integer CDF tables (compressai's update) and write weights + config atomically."""
+    import torch
     from compressai.models.google import get_scale_table
 
     model.eval()
@@ -63,6 +95,8 @@ def save_shipped(model, path: Path) -> None:
 
 
 def _build(name: str, blob: bytes, digest: str) -> Model:
+    import torch
+
     from ..entropy import LatentCoder
     from ..model import AECModel
 
@@ -84,23 +118,22 @@ _cache: dict[str, Model] = {}
 
 
 def load(weights: str | os.PathLike | None = None) -> Model:
-    """A shipped model by name (default: DEFAULT_MODEL), or any weights file by path; cached."""
+    """A released model by name (default: DEFAULT_MODEL), or any weights file by path; cached."""
     key = os.fspath(weights) if weights is not None else DEFAULT_MODEL
     if key in _cache:
         return _cache[key]
-    if key in SHIPPED:
-        filename, expected = SHIPPED[key]
-        path = WEIGHTS_DIR / filename
+    if key in RELEASES:
+        path = WEIGHTS_DIR / RELEASES[key].filename
         if not path.is_file():
             raise WeightsError(f"shipped weights {path} are missing: reinstall aecodec")
         blob = path.read_bytes()
         digest = hashlib.sha256(blob).hexdigest()
-        if digest != expected:
+        if digest != RELEASES[key].sha256:
             raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall aecodec")
     else:
         path = Path(key)
         if not path.is_file():
-            raise WeightsError(f"no weights file {key!r} (shipped models: {', '.join(SHIPPED)})")
+            raise WeightsError(f"no weights file {key!r} (released models: {', '.join(RELEASES)})")
         blob = path.read_bytes()
         digest = hashlib.sha256(blob).hexdigest()
     model = _build(key, blob, digest)
@@ -109,11 +142,9 @@ def load(weights: str | os.PathLike | None = None) -> Model:
 
 
 def find(model_id: bytes, candidates: list[Model]) -> Model | None:
-    """The model with this id among the candidates, the models loaded in this process, and the shipped ones."""
+    """The model with this id among the candidates, the models loaded in this process, and the released ones."""
     for model in [*candidates, *_cache.values()]:
         if model.model_id == model_id:
             return model
-    for name, (_, digest) in SHIPPED.items():
-        if bytes.fromhex(digest)[:8] == model_id:
-            return load(name)
-    return None
+    release = release_for(model_id)
+    return load(release.name) if release else None
