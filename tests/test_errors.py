@@ -1,0 +1,104 @@
+"""The error contract: every error aecodec raises on purpose is an AecError of a class that names its
+cause; the CLI turns those (and OS errors) into one line and exit 1, while a bug keeps its traceback."""
+
+import numpy as np
+import pytest
+import torch
+
+import aecodec
+from aecodec import AecError, DecodeError, ImageError, OptionError, WeightsError
+from aecodec.cli import main
+from aecodec.coder import BACKENDS, CdfTables, decode_stream, encode_stream
+
+
+@pytest.mark.parametrize("cls", [DecodeError, ImageError, OptionError, WeightsError])
+def test_every_class_is_an_aec_error(cls):
+    assert issubclass(cls, AecError)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"quality": 11}, "quality must be"),
+        ({"quality": "high"}, "quality must be a number"),
+        ({"quality": 3, "target_bpp": 1.0}, "one of"),
+        ({"target_bytes": -5}, "positive"),
+        ({"target_bytes": 10}, "cannot fit"),
+        ({"quality": 3, "backend": "fortran"}, "unknown backend"),
+    ],
+)
+def test_bad_options_are_option_errors(tiny_model, photo, kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        aecodec.encode(photo, weights=tiny_model, **kwargs)
+
+
+def test_bad_images_are_image_errors(tiny_model, tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    for image in (tmp_path / "missing.png", tmp_path / "junk.png", np.zeros((4, 4, 7), np.uint8), object()):
+        with pytest.raises(ImageError):
+            aecodec.encode(image, weights=tiny_model)
+
+
+def test_damaged_and_foreign_files_are_decode_errors(tiny_model, photo):
+    data = aecodec.encode(photo, 3, weights=tiny_model)
+    for bad in (b"", b"GIF89a", data[:-3], data[:20] + bytes([data[20] ^ 1]) + data[21:]):
+        with pytest.raises(DecodeError):
+            aecodec.decode(bad, weights=tiny_model)
+
+
+def test_weights_problems_are_weights_errors(tmp_path):
+    with pytest.raises(WeightsError, match="no weights file"):
+        aecodec.load_model(tmp_path / "missing.pt")
+    (tmp_path / "other.pt").write_bytes(b"\0" * 100)
+    with pytest.raises(WeightsError, match="cannot load"):
+        aecodec.load_model(tmp_path / "other.pt")
+    torch.save({"format": "something else"}, tmp_path / "foreign.pt")
+    with pytest.raises(WeightsError, match="not an aecodec weights file"):
+        aecodec.load_model(tmp_path / "foreign.pt")
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="extension not built")
+def test_native_corrupt_stream_is_a_registered_decode_error_and_bugs_stay_bugs():
+    from aecodec import _native
+
+    tables = CdfTables([[0, 30000, 65535, 65536]], [4], [0])
+    rng = np.random.default_rng(0)
+    symbols = rng.integers(0, 2, 5000).astype(np.int32)
+    stream = bytearray(encode_stream(symbols, np.zeros_like(symbols), tables, lanes=1))
+    stream[-1] ^= 0xFF  # the final state no longer returns to its start
+    with pytest.raises(_native._C.CorruptStreamError) as caught:
+        decode_stream(bytes(stream), np.zeros_like(symbols), tables, backend="native")
+    assert isinstance(caught.value, DecodeError)
+    # A caller's bug (a tensor of the wrong type) is a plain ValueError, not a DecodeError.
+    with pytest.raises(ValueError) as caught:
+        _native._C.rans_decode(torch.zeros(8, dtype=torch.float32), torch.zeros(1, dtype=torch.int64),
+                               torch.zeros(1, dtype=torch.int32), torch.zeros(1, 4, dtype=torch.int32),
+                               torch.zeros(1, dtype=torch.int32), torch.zeros(1, 4096, dtype=torch.int16), 1)
+    assert not isinstance(caught.value, DecodeError)
+
+
+def test_cli_os_errors_are_one_line_exit_1(tmp_path, png_path, capsys):
+    assert main(["compress", str(png_path), "/proc/aecodec-cannot-write-here.aec", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aecodec: error:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_lets_a_bug_show_its_traceback(monkeypatch, tmp_path, png_path):
+    import aecodec.api
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(aecodec.api, "encode", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["compress", str(png_path), str(tmp_path / "o.aec")])
+    assert not (tmp_path / "o.aec").exists()
+
+
+@pytest.fixture
+def png_path(tmp_path, photo):
+    from PIL import Image
+
+    path = tmp_path / "in.png"
+    Image.fromarray(photo).save(path)
+    return path
