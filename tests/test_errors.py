@@ -102,3 +102,4 @@ def png_path(tmp_path, photo):
     path = tmp_path / "in.png"
     Image.fromarray(photo).save(path)
     return path
+

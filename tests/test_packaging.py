@@ -1,0 +1,24 @@
+"""Packaging: the sdist builds the extension and carries the weights, spec and test vectors."""
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import aecodec
+
+
+def test_sdist_carries_what_a_build_needs(tmp_path):
+    """A wheel built from the sdist needs csrc's headers and sources; users need the weights and the spec."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, env={**os.environ, "AECODEC_NO_EXT": "1"})
+    assert done.returncode == 0, done.stderr
+    (archive,) = tmp_path.glob("aecodec-*.tar.gz")
+    assert archive.name == f"aecodec-{aecodec.__version__}.tar.gz"  # the version comes from aecodec.__version__
+    with tarfile.open(archive) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    expected = {"csrc/rans.h", "csrc/ops.h", "csrc/cpu.cpp", "csrc/cuda.cu", "csrc/bindings.cpp", "setup.py",
+                "docs/FORMAT.md", "aecodec/weights/aec-hp64.pt", "tests/data/conformance/aec-hp64/manifest.json"}
+    assert expected <= names
