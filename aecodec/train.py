@@ -137,6 +137,30 @@ def widen(small: AECModel, N: int, M: int, seed: int = 0) -> AECModel:
     return big
 
 
+def random_qualities(batch: int, gen: torch.Generator) -> torch.Tensor:
+    return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * torch.rand(batch, generator=gen)
+
+
+def optimizers(model: AECModel, lr: float) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam for the network; a separate Adam for the entropy bottleneck's quantiles (the auxiliary loss)."""
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    return torch.optim.Adam(main_params, lr=lr), torch.optim.Adam(aux_params, lr=1e-3)
+
+
+def train_step(net, model: AECModel, optimizer, aux_optimizer, x: torch.Tensor, quality: torch.Tensor) -> dict:
+    """One optimizer step on a batch; net is the model or its DDP wrapper."""
+    stats = rd_loss(net, x, quality)
+    optimizer.zero_grad(set_to_none=True)
+    stats["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], 1.0)
+    optimizer.step()
+    aux_optimizer.zero_grad(set_to_none=True)
+    model.aux_loss().backward()
+    aux_optimizer.step()
+    return stats
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "data": gen.get_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -197,10 +221,7 @@ def train(args: argparse.Namespace) -> None:
         model = AECModel(args.N, args.M).to(device)
     model.train().requires_grad_(True)
     model.transform_dtype = torch.bfloat16 if args.precision == "bf16" else None
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    optimizer = torch.optim.Adam(main_params, lr=args.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
+    optimizer, aux_optimizer = optimizers(model, args.lr)
     step = 0
 
     if args.resume and state_path.exists():
@@ -246,15 +267,8 @@ def train(args: argparse.Namespace) -> None:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.lr_drop)
         x = sample_batch(images, args.batch, args.crop, gen).to(device)
-        quality = QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * torch.rand(args.batch, generator=gen).to(device)
-        stats = rd_loss(net, x, quality)
-        optimizer.zero_grad(set_to_none=True)
-        stats["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
-        optimizer.step()
-        aux_optimizer.zero_grad(set_to_none=True)
-        model.aux_loss().backward()
-        aux_optimizer.step()
+        quality = random_qualities(args.batch, gen).to(device)
+        stats = train_step(net, model, optimizer, aux_optimizer, x, quality)
         step += 1
 
         psnr = (10 * torch.log10(1 / stats["mse"].detach().clamp_min(1e-10))).mean().item()

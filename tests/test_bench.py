@@ -49,3 +49,15 @@ def test_overhead_splits_the_file(tmp_path, tiny_weights):
     assert total["coded"] + total["lanes"] + total["header"] == total["file"]
     assert total["lanes"] >= 2 * 2 * (1 + 1 + 4)  # per image and stream: lane count, one word count, one state
     assert 0 < total["model"] < float("inf")  # every likelihood is bounded away from 0 (float32 bound)
+
+
+def test_train_speed_runs_both_precisions(tmp_path, capsys):
+    from bench import train_speed
+
+    (tmp_path / "data").mkdir()
+    for seed in range(2):
+        Image.fromarray(natural_like(64, 64, seed=seed)).save(tmp_path / "data" / f"{seed}.png")
+    train_speed.main(["--data", str(tmp_path / "data"), "--N", "8", "--M", "8", "--batch", "1", "--crop", "64",
+                      "--steps", "1", "--rounds", "1", "--rd-steps", "1"])
+    out = capsys.readouterr().out
+    assert "fp32:" in out and "bf16:" in out and "speed-up" in out and "bf16 / fp32 loss" in out
