@@ -5,16 +5,28 @@ from __future__ import annotations
 import contextlib
 import time
 
+import numpy as np
 import torch
 
 from . import format as aec_format
 from . import image as images
+from . import lossless as lossless_coding
 from .errors import DecodeError, OptionError
-from .model import STRIDE
+from .model import STRIDE, lambda_for
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, check_quality
 from .weights import RELEASES, Model, find, load
 
 RATE_SEARCH_STEP = 0.01  # quality resolution of a rate search: about 0.3 % of the bitrate
+CODINGS = ("auto", "learned", "lossless")
+# auto considers a lossless file only up to this many times the learned file's size: photos' lossless
+# files are >= 4x their learned ones at every quality (Kodak: 4.4x at worst, kodim13 at quality 10), so
+# they always stay learned; synthetic images that the model renders badly are within it (a matplotlib
+# chart: 1.2x at quality 6).
+LOSSLESS_MAX_RATIO = 2.0
+# WebP's fastest effort gives files at most this much bigger than its default effort (2.2x at worst
+# on bench.synthetic and Kodak): a fast estimate above FAST_ESTIMATE_SLACK x the bound rules lossless out
+# without paying for the default effort (~0.6 s for a 768x512 photo).
+FAST_ESTIMATE_SLACK = 2.5
 _stage_times: dict | None = None  # set by record_stages(), for the speed benchmark
 
 
@@ -57,7 +69,7 @@ def _model(weights) -> Model:
 
 
 def encode(image, quality: float | None = None, *, target_bpp: float | None = None, target_bytes: int | None = None,
-           weights=None, backend: str | None = None, device=None) -> bytes:
+           mode: str = "auto", lossless: bool = False, weights=None, backend: str | None = None, device=None) -> bytes:
     """Compress an image to .aec bytes.
 
     image: a path, PIL image, NumPy array (H, W[, C]) uint8/uint16/float in [0, 1], or tensor ([1,] C, H, W).
@@ -66,12 +78,27 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
     target_bpp, target_bytes: rate control, instead of a quality: the highest quality (in steps of 0.01) whose
         whole file fits, found by bisection; the analysis transform runs once. OptionError if even QUALITY_MIN
         does not fit.
+    mode: "learned" (the model), "lossless" (exact: WebP lossless or PNG inside the .aec container; takes no
+        quality or target) or "auto" (default): lossless when that file is no bigger than the learned one,
+        or at most LOSSLESS_MAX_RATIO x bigger and worth its extra bits by the rate-distortion trade-off the
+        quality stands for (see _prefer_lossless); with a rate target, the lossless file whenever it fits.
+    lossless: True is mode="lossless".
     weights: a shipped model name, a weights file path or a loaded Model (default: the shipped model).
     backend: entropy coder, "python" or "native" (default: native when built).
     device: where the transforms run ("cpu", "cuda"; default: cuda when available).
     """
     if sum(v is not None for v in (quality, target_bpp, target_bytes)) > 1:
         raise OptionError("give one of quality, target_bpp and target_bytes")
+    if lossless and mode not in ("auto", "lossless"):
+        raise OptionError(f"lossless=True contradicts mode={mode!r}")
+    mode = "lossless" if lossless else mode
+    if mode not in CODINGS:
+        raise OptionError(f"mode must be one of {', '.join(CODINGS)}, got {mode!r}")
+    if mode == "lossless":
+        if quality is not None or target_bpp is not None or target_bytes is not None:
+            raise OptionError("lossless coding takes no quality or rate target")
+        with _stage("image"):
+            return _lossless_file(images.load(image))
     if target_bpp is None and target_bytes is None:
         quality = _as_stored(check_quality(DEFAULT_QUALITY if quality is None else quality))
     for name, target in (("target_bpp", target_bpp), ("target_bytes", target_bytes)):
@@ -96,10 +123,48 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
             header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
             return aec_format.pack(header, {**streams, "alpha": alpha})
 
+    exact_possible = mode == "auto" and not picture.lost
     if quality is not None:
-        return encode_at(quality)
+        learned = encode_at(quality)
+        if not exact_possible or not _lossless_may_win(picture, LOSSLESS_MAX_RATIO * len(learned)):
+            return learned
+        exact = _lossless_file(picture)
+        if len(exact) <= len(learned):
+            return exact
+        if len(exact) > LOSSLESS_MAX_RATIO * len(learned):
+            return learned
+        decoded = decode(learned, weights=model, backend=backend, device=device)
+        return exact if _prefer_lossless(picture, quality, decoded, len(learned), len(exact)) else learned
     budget = target_bytes if target_bytes is not None else target_bpp * picture.width * picture.height / 8
+    if exact_possible and _lossless_may_win(picture, budget):
+        exact = _lossless_file(picture)
+        if len(exact) <= budget:  # nothing that fits is better than the image itself
+            return exact
     return _fit_budget(encode_at, budget)
+
+
+def _lossless_file(picture: images.Picture) -> bytes:
+    with _stage("lossless"):
+        coding, payload = lossless_coding.encode(picture)
+        mode = "I;16" if picture.grey16 is not None else picture.mode
+        header = aec_format.Header(mode, None, None, picture.width, picture.height, coding=coding)
+        return aec_format.pack_lossless(header, payload)
+
+
+def _lossless_may_win(picture: images.Picture, max_bytes: float) -> bool:
+    """False when WebP's fastest lossless effort shows that a lossless file cannot be under max_bytes."""
+    with _stage("lossless"):
+        _, estimate = lossless_coding.encode(picture, fast=True)
+    return len(estimate) <= FAST_ESTIMATE_SLACK * max_bytes
+
+
+def _prefer_lossless(picture: images.Picture, quality: float, decoded, learned_bytes: int, exact_bytes: int) -> bool:
+    """The training objective at this quality, rate + lambda(q) * MSE (bits per pixel, MSE on 0..255 RGB):
+    lossless (MSE 0) wins when its extra bits cost less than the learned file's distortion."""
+    colour = np.asarray(decoded.convert("RGB"), dtype=np.float64)
+    mse = float(np.mean((colour - picture.colour) ** 2))
+    extra_bpp = 8 * (exact_bytes - learned_bytes) / (picture.width * picture.height)
+    return extra_bpp <= float(lambda_for(torch.tensor([quality]))) * mse
 
 
 def _fit_budget(encode_at, budget: float) -> bytes:
@@ -128,11 +193,15 @@ def _fit_budget(encode_at, budget: float) -> bytes:
 
 
 def decode(data: bytes, *, weights=None, backend: str | None = None, device=None):
-    """Decompress .aec bytes to a PIL image of the original size and mode (L, LA, RGB or RGBA).
+    """Decompress .aec bytes to a PIL image of the original size and mode (L, LA, RGB, RGBA; lossless
+    files of 16-bit grey: I;16).
 
     Raises aecodec.DecodeError for any damaged, truncated or foreign file, never returns a wrong image."""
     with _stage("container"):
         header, streams = aec_format.unpack(data)
+    if header.lossless:
+        with _stage("lossless"):
+            return lossless_coding.decode(header.mode, header.coding, header.width, header.height, streams["image"])
     model = find(header.model_id, [_model(weights)] if weights is not None else [])
     if model is None:
         raise DecodeError(

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import AecError
+from .errors import AecError, OptionError
 from .format import info
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
@@ -55,7 +55,8 @@ def _read(path: Path) -> bytes:
 
 
 def compress_file(src: Path, out: Path, rate: dict, weights, backend, force: bool) -> dict:
-    """rate: the keyword arguments of encode() that set the rate (quality=, target_bpp= or target_bytes=)."""
+    """rate: the keyword arguments of encode() that set the coding and rate (mode=, and quality=, target_bpp=
+    or target_bytes=)."""
     from .api import encode
 
     if not src.is_file():
@@ -91,13 +92,16 @@ def _batch_inputs(paths: list[str]) -> list[Path]:
 def cmd_compress(args) -> None:
     rate = {"quality": args.quality, "target_bpp": args.target_bpp, "target_bytes": args.target_size}
     rate = {key: value for key, value in rate.items() if value is not None}
+    rate["mode"] = "lossless" if args.lossless and args.mode is None else args.mode or "auto"
+    if args.lossless and args.mode not in (None, "lossless"):
+        raise OptionError(f"--lossless contradicts --mode {args.mode}")
     if args.output_dir is None:
         if len(args.inputs) != 2:
             raise CliError("give IN OUT, or several inputs (files or folders) with --output-dir DIR")
         src, out = map(Path, args.inputs)
         meta = compress_file(src, out, rate, args.weights, args.backend, args.force)
         if not args.quiet:
-            print(f"{src} -> {out}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, quality {meta['quality']:g}")
+            print(f"{src} -> {out}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, {_coding(meta)}")
         return
 
     out_dir = Path(args.output_dir)
@@ -172,9 +176,13 @@ def cmd_info(args) -> None:
     if args.json:
         print(json.dumps(meta, indent=1))
         return
-    model = f"{meta['model']} ({meta['model_id']})" if meta["model"] else f"{meta['model_id']} (not a released model)"
+    if meta["model_id"] is None:
+        model = ""
+    else:
+        model = f"{meta['model']} ({meta['model_id']})" if meta["model"] else f"{meta['model_id']} (not a released model)"
+        model = f", model {model}"
     print(f"{args.file}: {meta['width']}x{meta['height']} {meta['mode']}, {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, "
-          f"quality {meta['quality']:g}, model {model}, format v{meta['format_version']}")
+          f"{_coding(meta)}{model}, format v{meta['format_version']}")
     print("  streams: " + ", ".join(f"{k} {v} B" for k, v in meta["streams"].items()))
 
 
@@ -193,6 +201,10 @@ def cmd_models(args) -> None:
               f"{row['qualities'][0]:g}-{row['qualities'][1]:<7g} {row['release']:<7} {row['megabytes']:>5.1f}"
               + ("  (default for encoding)" if row["default"] else ""))
     print("Every released model decodes its files; a file names its model by id.")
+
+
+def _coding(meta: dict) -> str:
+    return meta["coding"] if meta["quality"] is None else f"{meta['coding']}, quality {meta['quality']:g}"
 
 
 def cmd_train(args) -> None:
@@ -223,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="instead of a quality: the best quality whose file takes at most BPP bits per pixel")
     rate.add_argument("--target-size", type=int, metavar="BYTES",
                       help="instead of a quality: the best quality whose file takes at most BYTES bytes")
+    # Checked by encode() (OptionError, exit code 1), like the other options' values.
+    p.add_argument("--mode", metavar="learned|lossless|auto",
+                   help="coding: the learned model, lossless (exact), or auto (default): lossless when that is smaller, "
+                        "or worth its extra bits at this quality (see README)")
+    p.add_argument("--lossless", action="store_true", help="store the image exactly (same as --mode lossless)")
     common(p)
     p.set_defaults(run=cmd_compress)
 

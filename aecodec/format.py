@@ -1,7 +1,11 @@
 """The .aec container (spec: docs/FORMAT.md). Little-endian, varints are unsigned LEB128.
 
+Version 1, learned coding:
     magic 4 | version 1 | mode 1 | model id 8 | quality u16 | width, height varint
     | stream lengths varint x4 (z, y, escapes, alpha) | symbols CRC32 u32 | file CRC32 u32 | streams
+Version 2, lossless coding (a version-1 reader, aecodec 0.1.0, refuses it by its version):
+    magic 4 | version 2 | mode 1 | coding 1 | width, height varint | payload length varint
+    | file CRC32 u32 | payload (a WebP-lossless or PNG file of the image)
 
 The file CRC covers every byte of the file except itself; the symbols CRC is of the decoded
 latent values, so a decoder that derives different CDFs from the encoder's reports it.
@@ -16,9 +20,13 @@ from dataclasses import dataclass
 from .errors import DecodeError
 
 MAGIC = b"\x89AEC"
-VERSION = 1
+VERSION = 1  # learned coding; written for every learned file, so 0.1.0 reads them
+LOSSLESS_VERSION = 2
+VERSIONS = (VERSION, LOSSLESS_VERSION)
 MODES = ("L", "LA", "RGB", "RGBA")
+LOSSLESS_MODES = MODES + ("I;16",)  # 16-bit grey exists only as a lossless file
 STREAMS = ("z", "y", "escapes", "alpha")
+LOSSLESS_CODINGS = ("webp", "png")  # the payload's format, by code
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28  # 268 MP: refuse to allocate for headers that declare more
 
@@ -74,18 +82,42 @@ class ByteReader:
 @dataclass
 class Header:
     mode: str
-    model_id: bytes  # 8 bytes: the start of the sha256 of the weights file
-    quality: float  # stored in thousandths
+    model_id: bytes | None  # 8 bytes: the start of the sha256 of the weights file; None when lossless
+    quality: float | None  # stored in thousandths; None when lossless
     width: int
     height: int
     symbols_crc: int = 0
+    coding: str = "learned"  # or one of LOSSLESS_CODINGS
+
+    @property
+    def lossless(self) -> bool:
+        return self.coding != "learned"
 
     @property
     def quality_milli(self) -> int:
         return round(self.quality * 1000)
 
 
+def _with_crc(head: bytes, body: bytes) -> bytes:
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
+def pack_lossless(header: Header, payload: bytes) -> bytes:
+    if header.mode not in LOSSLESS_MODES or header.coding not in LOSSLESS_CODINGS:
+        raise ValueError("bad header")
+    head = (
+        MAGIC
+        + bytes([LOSSLESS_VERSION, LOSSLESS_MODES.index(header.mode), LOSSLESS_CODINGS.index(header.coding)])
+        + varint(header.width)
+        + varint(header.height)
+        + varint(len(payload))
+    )
+    return _with_crc(head, payload)
+
+
 def pack(header: Header, streams: dict[str, bytes]) -> bytes:
+    if header.lossless:
+        return pack_lossless(header, streams["image"])
     if header.mode not in MODES or len(header.model_id) != 8:
         raise ValueError("bad header")
     head = (
@@ -98,30 +130,39 @@ def pack(header: Header, streams: dict[str, bytes]) -> bytes:
         + b"".join(varint(len(streams.get(name, b""))) for name in STREAMS)
         + struct.pack("<I", header.symbols_crc)
     )
-    body = b"".join(streams.get(name, b"") for name in STREAMS)
-    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+    return _with_crc(head, b"".join(streams.get(name, b"") for name in STREAMS))
 
 
 def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
-    """Parse and verify a whole .aec file; any defect raises DecodeError before a byte is decoded."""
+    """Parse and verify a whole .aec file; any defect raises DecodeError before a byte is decoded.
+
+    A learned file's streams are z, y, escapes and alpha; a lossless file's one stream is "image"."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("an .aec file is bytes")
     reader = ByteReader(data, "file")
     if len(data) < len(MAGIC) or reader.take(len(MAGIC)) != MAGIC:
         raise DecodeError("not an .aec file (wrong magic)")
     version = reader.take(1)[0]
-    if version != VERSION:
-        raise DecodeError(f"unsupported .aec format version {version} (this aecodec reads version {VERSION})")
+    if version not in VERSIONS:
+        raise DecodeError(f"unsupported .aec format version {version} (this aecodec reads versions "
+                          f"{', '.join(map(str, VERSIONS))})")
+    modes = MODES if version == VERSION else LOSSLESS_MODES
     mode = reader.take(1)[0]
-    if mode >= len(MODES):
+    if mode >= len(modes):
         raise DecodeError(f"unknown image mode code {mode}")
-    model_id = reader.take(8)
-    quality = reader.u16() / 1000
+    if version == VERSION:
+        coding, model_id, quality = "learned", reader.take(8), reader.u16() / 1000
+    else:
+        code = reader.take(1)[0]
+        if code >= len(LOSSLESS_CODINGS):
+            raise DecodeError(f"unknown lossless coding {code}")
+        coding, model_id, quality = LOSSLESS_CODINGS[code], None, None
     width, height = reader.varint(), reader.varint()
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
         raise DecodeError(f"implausible image size {width}x{height}")
-    lengths = [reader.varint() for _ in STREAMS]
-    symbols_crc = reader.u32()
+    names = STREAMS if version == VERSION else ("image",)
+    lengths = [reader.varint() for _ in names]
+    symbols_crc = reader.u32() if version == VERSION else 0
     crc_at = reader.pos
     stored_crc = reader.u32()
     if reader.pos + sum(lengths) != len(data):
@@ -129,8 +170,8 @@ def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
         raise DecodeError(f"file is {what}: its header declares {sum(lengths)} payload bytes")
     if zlib.crc32(bytes(data[crc_at + 4 :]), zlib.crc32(bytes(data[:crc_at]))) != stored_crc:
         raise DecodeError("file CRC mismatch: the file is corrupted")
-    streams = {name: reader.take(n) for name, n in zip(STREAMS, lengths)}
-    header = Header(MODES[mode], model_id, quality, width, height, symbols_crc)
+    streams = {name: reader.take(n) for name, n in zip(names, lengths)}
+    header = Header(modes[mode], model_id, quality, width, height, symbols_crc, coding)
     return header, streams
 
 
@@ -140,16 +181,17 @@ def info(data: bytes) -> dict:
 
     header, streams = unpack(data)
     pixels = header.width * header.height
-    release = release_for(header.model_id)
+    release = None if header.lossless else release_for(header.model_id)
     return {
         "width": header.width,
         "height": header.height,
         "mode": header.mode,
+        "coding": "learned" if not header.lossless else f"lossless ({header.coding})",
         "quality": header.quality,
-        "model_id": header.model_id.hex(),
-        "model": release.name if release else None,  # None: weights this aecodec does not ship
+        "model_id": None if header.lossless else header.model_id.hex(),
+        "model": release.name if release else None,  # None: lossless, or weights this aecodec does not ship
         "bytes": len(data),
         "bpp": 8 * len(data) / pixels,
         "streams": {name: len(s) for name, s in streams.items()},
-        "format_version": VERSION,
+        "format_version": data[len(MAGIC)],
     }

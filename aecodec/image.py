@@ -4,6 +4,9 @@ Coded modes are L, LA, RGB and RGBA. Colour goes through the network (grey as th
 alpha is kept losslessly in its own stream (PNG-compressed). Other inputs are converted:
 palette -> RGB or RGBA, CMYK/YCbCr/LAB/HSV -> RGB, bilevel -> L, 16-bit grey -> 8-bit L (top 8 bits),
 16-bit arrays -> 8 bits. EXIF orientation is applied. Multi-frame images are refused.
+Lossless coding stores what the learned path sees, except that 16-bit grey keeps its 16 bits
+(Picture.grey16); inputs whose 8-bit reading loses more (16-bit colour or alpha, 32-bit integer grey
+outside 0..65535) say so in Picture.lost, and lossless coding refuses them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class Picture:
     mode: str  # L, LA, RGB or RGBA
     colour: np.ndarray  # (H, W, 3) uint8; grey replicated to three channels
     alpha: np.ndarray | None  # (H, W) uint8
+    grey16: np.ndarray | None = None  # (H, W) uint16: a 16-bit grey input at full depth, for lossless coding
+    lost: str | None = None  # what reading the input as 8 bits lost beyond grey16, if anything
 
     @property
     def width(self) -> int:
@@ -55,9 +60,11 @@ def _from_pil(img) -> tuple[np.ndarray, str]:
         img = img.convert("L")
     elif mode in _CONVERT_TO_RGB:
         img = img.convert("RGB")
-    elif mode.startswith("I"):  # I;16, I;16B, I: 16-bit grey
+    elif mode.startswith("I"):  # I;16, I;16B, I: 16-bit grey, returned as uint16 (load() keeps both depths)
         array = np.asarray(img).astype(np.int64)
-        return (np.clip(array, 0, 65535) >> 8).astype(np.uint8), "L"
+        if array.min() < 0 or array.max() > 65535:
+            raise _Lost(np.clip(array, 0, 65535).astype(np.uint16), f"{mode} values outside 0..65535")
+        return array.astype(np.uint16), "L"
     elif mode == "La":
         img = img.convert("LA")
     elif mode == "RGBa":
@@ -76,7 +83,8 @@ def _from_array(array: np.ndarray) -> tuple[np.ndarray, str]:
     if array.dtype == np.uint8:
         pass
     elif array.dtype == np.uint16:
-        array = (array >> 8).astype(np.uint8)
+        if channels > 1:
+            raise _Lost((array >> 8).astype(np.uint8), "16-bit colour or alpha (16 bits are kept for grey only)")
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise ImageError("image array holds NaN or infinity")
@@ -86,8 +94,40 @@ def _from_array(array: np.ndarray) -> tuple[np.ndarray, str]:
     return array, _CHANNELS_TO_MODE[channels]
 
 
+class _Lost(Exception):
+    """An input read with a loss that lossless coding must refuse: carries the array read and what was lost."""
+
+    def __init__(self, array: np.ndarray, what: str):
+        super().__init__(what)
+        self.array, self.what = array, what
+
+
 def load(image) -> Picture:
     """A path, PIL image, NumPy array (H, W[, C]) or torch tensor ([1,] C, H, W) -> Picture."""
+    try:
+        array, mode = _read(image)
+        lost = None
+    except _Lost as reduced:
+        array, lost = reduced.array, reduced.what
+        mode = _CHANNELS_TO_MODE[1 if array.ndim == 2 else array.shape[2]]
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageError("image is empty")
+    grey16 = None
+    if array.dtype == np.uint16:
+        grey16, array = np.ascontiguousarray(array), (array >> 8).astype(np.uint8)
+    array = np.ascontiguousarray(array)
+    if mode in ("L", "LA"):
+        grey = array if mode == "L" else array[:, :, 0]
+        colour = np.repeat(grey[:, :, None], 3, axis=2)
+    else:
+        colour = array[:, :, :3]
+    alpha = array[:, :, -1] if mode in ("LA", "RGBA") else None
+    return Picture(mode, np.ascontiguousarray(colour), None if alpha is None else np.ascontiguousarray(alpha),
+                   grey16, lost)
+
+
+def _read(image) -> tuple[np.ndarray, str]:
+    """The input as an (H, W[, C]) array, uint8 or (1-channel) uint16, and its mode."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, (str, os.PathLike)):
@@ -110,17 +150,7 @@ def load(image) -> Picture:
         array, mode = _from_array(image)
     else:
         raise ImageError(f"cannot code an object of type {type(image).__name__}; give a path, PIL image, array or tensor")
-
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ImageError("image is empty")
-    array = np.ascontiguousarray(array)
-    if mode in ("L", "LA"):
-        grey = array if mode == "L" else array[:, :, 0]
-        colour = np.repeat(grey[:, :, None], 3, axis=2)
-    else:
-        colour = array[:, :, :3]
-    alpha = array[:, :, -1] if mode in ("LA", "RGBA") else None
-    return Picture(mode, np.ascontiguousarray(colour), None if alpha is None else np.ascontiguousarray(alpha))
+    return array, mode
 
 
 def to_network(colour: np.ndarray, stride: int) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Pillow plugin, registered by `import aecodec`: Image.open("x.aec") and img.save("x.aec", quality=6).
 
 Opening reads and verifies the header only (size and mode are known at once); pixels are decoded on
-first access. Saving takes quality= (default aecodec.DEFAULT_QUALITY) and weights= as extra arguments.
+first access. Saving takes quality= (default aecodec.DEFAULT_QUALITY) and weights= as extra arguments, or
+lossless=True.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class AecImageFile(ImageFile.ImageFile):
         header, _ = aec_format.unpack(self._data)  # DecodeError (a ValueError) for a damaged file
         self._mode = header.mode
         self._size = (header.width, header.height)
-        self.info["quality"] = header.quality
-        self.info["model_id"] = header.model_id.hex()
+        self.info["coding"] = header.coding
+        if not header.lossless:
+            self.info["quality"] = header.quality
+            self.info["model_id"] = header.model_id.hex()
         self.tile = []
 
     def load(self):
@@ -44,7 +47,10 @@ def _save(im: Image.Image, fp, filename) -> None:
     from .api import encode
 
     options = im.encoderinfo
-    fp.write(encode(im, options.get("quality", DEFAULT_QUALITY), weights=options.get("weights")))
+    if options.get("lossless"):
+        fp.write(encode(im, lossless=True))
+    else:
+        fp.write(encode(im, options.get("quality", DEFAULT_QUALITY), weights=options.get("weights")))
 
 
 Image.register_open(FORMAT, AecImageFile, _accept)
