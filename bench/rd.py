@@ -8,6 +8,12 @@ at each codec setting. Writes results.json (every image and setting), summary.cs
 bd.md (BD-rates against JPEG 4:2:0 and every other codec) and rd.png. Per-image results are cached
 under OUT/cache keyed by the image's hash and the codec version, so a re-run only does what changed.
 On Kodak (kodim01..24 in the folder) the plot also shows published CompressAI and VTM points.
+
+    python -m bench.rd --synthetic [--images DIR]
+
+instead scores aecodec's default (auto coding, default quality) image by image on bench.synthetic's
+drawings (and on DIR's photos, which must stay byte-identical to the learned path) against WebP at
+quality 80, WebP lossless and PNG, and writes OUT/table.md (default bench/results/synthetic).
 """
 
 from __future__ import annotations
@@ -236,13 +242,72 @@ def plot(summary: dict, path: Path, published: dict | None) -> None:
     plt.close(fig)
 
 
+def _sizes_and_psnr(rgb: np.ndarray, fmt: str, **options) -> tuple[int, float]:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt, **options)
+    with Image.open(buf) as img:
+        return len(buf.getvalue()), psnr(rgb, np.asarray(img.convert("RGB")))
+
+
+def synthetic_table(photos: list[Path], out: Path) -> list[dict]:
+    """One row per image: aecodec's default file against WebP q80, WebP lossless and PNG (optimize)."""
+    import aecodec
+
+    from .synthetic import SYNTHETIC
+
+    model = aecodec.load_model()
+    sources = [(name, draw()) for name, draw in SYNTHETIC.items()]
+    sources += [(p.name, np.asarray(Image.open(p).convert("RGB"))) for p in photos]
+    rows = []
+    for name, rgb in sources:
+        start = time.perf_counter()
+        data = aecodec.encode(rgb, weights=model)
+        seconds = time.perf_counter() - start
+        ours = psnr(rgb, np.asarray(aecodec.decode(data, weights=model).convert("RGB")))
+        webp, webp_psnr = _sizes_and_psnr(rgb, "WEBP", quality=80)
+        webp_lossless, _ = _sizes_and_psnr(rgb, "WEBP", lossless=True)
+        png, _ = _sizes_and_psnr(rgb, "PNG", optimize=True)
+        exact = math.isinf(ours)
+        meets = len(data) <= 1.1 * webp_lossless if exact else len(data) <= webp and ours >= webp_psnr
+        row = {"image": name, "pixels": rgb.shape[0] * rgb.shape[1], "coding": aecodec.info(data)["coding"],
+               "bytes": len(data), "psnr": ours, "enc_s": seconds, "webp80": webp, "webp80_psnr": webp_psnr,
+               "webp_lossless": webp_lossless, "png": png, "meets": meets}
+        if name not in SYNTHETIC:  # the bar is for synthetic images; photos must code as before
+            row["meets"] = None
+            row["learned_identical"] = data == aecodec.encode(rgb, mode="learned", weights=model)
+        rows.append(row)
+        print(row, flush=True)
+    bpp = lambda n, row: f"{n} ({8 * n / row['pixels']:.3f})"  # noqa: E731
+    lines = ["| image | aecodec (default) bytes (bpp) | coding | PSNR | WebP q80 bytes (bpp), PSNR | WebP lossless "
+             "| PNG | aecodec / WebP lossless | meets the bar |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        quality = "exact" if math.isinf(row["psnr"]) else f"{row['psnr']:.2f}"
+        same = "" if "learned_identical" not in row else ", = learned" if row["learned_identical"] else ", DIFFERS from learned"
+        lines.append(f"| {row['image']} | {bpp(row['bytes'], row)} | {row['coding']}{same} | {quality} | "
+                     f"{bpp(row['webp80'], row)}, {row['webp80_psnr']:.2f} | {bpp(row['webp_lossless'], row)} | "
+                     f"{bpp(row['png'], row)} | {row['bytes'] / row['webp_lossless']:.3f} | {'—' if row['meets'] is None else 'yes' if row['meets'] else 'no'} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+    return rows
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", required=True, help="folder of images (PNG, PPM, BMP, TIFF)")
+    parser.add_argument("--images", help="folder of images (PNG, PPM, BMP, TIFF)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="score the default coding on bench.synthetic's drawings (and --images' photos)")
     parser.add_argument("--out", help="output folder (default bench/results/<folder name>)")
     parser.add_argument("--codecs", default="aecodec,jpeg420,jpeg444,webp,avif,jxl")
     parser.add_argument("--limit", type=int, help="use only the first N images")
     args = parser.parse_args(argv)
+    if args.synthetic:
+        photos = [] if args.images is None else sorted(p for p in Path(args.images).iterdir()
+                                                       if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
+        return synthetic_table(photos, Path(args.out or Path(__file__).parent / "results" / "synthetic"))
+    if args.images is None:
+        parser.error("--images is required (or --synthetic)")
 
     folder = Path(args.images)
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]

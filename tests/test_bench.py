@@ -61,3 +61,17 @@ def test_train_speed_runs_both_precisions(tmp_path, capsys):
                       "--steps", "1", "--rounds", "1", "--rd-steps", "1"])
     out = capsys.readouterr().out
     assert "fp32:" in out and "bf16:" in out and "speed-up" in out and "bf16 / fp32 loss" in out
+
+
+def test_synthetic_table(tmp_path, monkeypatch):
+    from bench import synthetic
+
+    monkeypatch.setattr(synthetic, "SYNTHETIC", {"lineart": lambda: synthetic.line_art(96, 64)})
+    Image.fromarray(natural_like(64, 96)).save(tmp_path / "photo.png")
+    rows = rd.main(["--synthetic", "--images", str(tmp_path), "--out", str(tmp_path / "out")])
+    art, photo = rows
+    assert art["coding"] == "lossless (webp)" and art["psnr"] == float("inf") and art["meets"]
+    assert photo["coding"] == "learned" and photo["learned_identical"] and photo["meets"] is None
+    assert art["png"] > 100  # a real PNG's size, not a stream position
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| lineart |" in table and "exact" in table and "= learned" in table
