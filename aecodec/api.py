@@ -12,7 +12,7 @@ from . import format as aec_format
 from . import image as images
 from . import lossless as lossless_coding
 from .errors import DecodeError, OptionError
-from .model import STRIDE, lambda_for
+from .network import STRIDE, lambda_for, synthesis_dtype
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, check_quality
 from .weights import RELEASES, Model, find, load
 
@@ -193,11 +193,24 @@ def _fit_budget(encode_at, budget: float) -> bytes:
     return best
 
 
-def decode(data: bytes, *, weights=None, backend: str | None = None, device=None):
-    """Decompress .aec bytes to a PIL image of the original size and mode (L, LA, RGB, RGBA; lossless
+OUTPUTS = ("pil", "numpy", "torch")
+
+
+def decode(data: bytes, *, weights=None, backend: str | None = None, device=None, precision: str | None = None,
+           output: str = "pil"):
+    """Decompress .aec bytes to an image of the original size and mode (L, LA, RGB, RGBA; lossless
     files of 16-bit grey: I;16).
 
+    precision: what the synthesis transform computes in, "float32" or "bf16" (default: bf16 where the
+        hardware has it, else float32; env AECODEC_PRECISION). Only pixels depend on it, by a fraction
+        of a level: the bitstream's decoding is exact either way.
+    output: "pil" (a PIL image), "numpy" ((H, W) for one channel, else (H, W, C)) or "torch" ((C, H, W)),
+        uint8 (uint16 for I;16): arrays skip PIL for learned RGB and RGBA.
     Raises aecodec.DecodeError for any damaged, truncated or foreign file, never returns a wrong image."""
+    if output not in OUTPUTS:
+        raise OptionError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    dev = _device(device)
+    dtype = synthesis_dtype(precision, dev)
     with _stage("container"):
         header, streams = aec_format.unpack(data)
     if header.lossless:
@@ -216,11 +229,17 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
     z_shape = (model.net.N, pad_h // STRIDE, pad_w // STRIDE)
     with _stage("entropy"):
         y_hat = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
-    dev = _device(device)
     net = model.net.to(dev)
     with _stage("network", dev), torch.inference_mode():
-        x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.quality], device=dev))
+        x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.quality], device=dev), dtype)
     with _stage("image", dev):
         colour = images.from_network(x_hat, header.width, header.height)
         alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
-        return images.assemble(header.mode, colour, alpha)
+        if output == "pil":
+            return images.assemble(header.mode, colour, alpha)
+        return _array_output(images.assemble_array(header.mode, colour, alpha), output)
+
+
+def _array_output(array: np.ndarray, output: str):
+    """(H, W[, C]) array -> itself for "numpy", a (C, H, W) tensor for "torch"."""
+    return array if output == "numpy" else torch.from_numpy(array).reshape(*array.shape[:2], -1).permute(2, 0, 1)

@@ -165,9 +165,10 @@ def to_network(colour: np.ndarray, stride: int) -> torch.Tensor:
 
 
 def from_network(x_hat: torch.Tensor, width: int, height: int) -> np.ndarray:
-    """(1, 3, H', W') float -> (height, width, 3) uint8, cropped to the original size."""
-    x = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round().to(torch.uint8)
-    return x.permute(1, 2, 0).cpu().numpy()
+    """(1, 3, H', W') float -> (height, width, 3) uint8, cropped to the original size. One float
+    temporary (the rest in place): a 24 MP image's is 288 MB. Channels-last input is copied once."""
+    x = x_hat[0, :, :height, :width].clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    return np.ascontiguousarray(x.permute(1, 2, 0).cpu().numpy())
 
 
 def assemble(mode: str, colour: np.ndarray, alpha: np.ndarray | None):
@@ -184,6 +185,16 @@ def assemble(mode: str, colour: np.ndarray, alpha: np.ndarray | None):
     if mode == "LA":
         return Image.merge("LA", (grey, Image.fromarray(alpha, "L")))
     return grey
+
+
+def assemble_array(mode: str, colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Decoded colour (+ alpha) -> uint8 array in the original mode: (H, W) for L, else (H, W, C); the
+    same pixels as assemble()."""
+    if mode == "RGB":
+        return colour
+    if mode == "RGBA":
+        return np.dstack([colour, alpha])
+    return np.asarray(assemble(mode, colour, alpha))  # Pillow's own RGB -> L weights and rounding
 
 
 def encode_alpha(alpha: np.ndarray) -> bytes:

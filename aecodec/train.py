@@ -212,9 +212,7 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed + rank)
     gen = torch.Generator().manual_seed(args.seed + rank)
     if args.init_from and not (args.resume and state_path.exists()):
-        from .weights import load
-
-        model = widen(load(args.init_from).net, args.N, args.M, seed=args.seed).to(device)
+        model = widen(AECModel.from_weights(args.init_from), args.N, args.M, seed=args.seed).to(device)
         if rank == 0:
             print(f"initialised from {args.init_from}, widened to N={args.N}, M={args.M}")
     else:

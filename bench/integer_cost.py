@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import aecodec
+from aecodec.model import AECModel
 
 
 def main(argv=None) -> None:
@@ -25,11 +26,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     model = aecodec.load_model()
     integer_hyper = model.latents.hyper
+    reference = AECModel.from_weights(model).eval()  # compressai's float path
 
     def float_hyper(z_hat):
         with torch.no_grad():
-            scales, means = model.net.hyper_synthesis(z_hat)
-        indexes = model.net.gaussian_conditional.build_indexes(scales).long()
+            scales, means = reference.hyper_synthesis(z_hat)
+        indexes = reference.gaussian_conditional.build_indexes(scales).long()
         return indexes, torch.floor(means.double() * 256).long()
 
     images = sorted(Path(args.images).glob("*.png"))[: args.limit]

@@ -20,7 +20,8 @@ import aecodec
 from aecodec import format as aec_format
 from aecodec import image as images
 from aecodec.coder import split_stream
-from aecodec.model import STRIDE
+from aecodec.model import AECModel
+from aecodec.network import STRIDE
 
 CODED_STREAMS = ("z", "y")
 
@@ -40,6 +41,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--weights", help="weights file (default: the shipped model)")
     args = parser.parse_args(argv)
     model = aecodec.load_model(args.weights)
+    reference = AECModel.from_weights(model).eval()  # the training model: its likelihoods
     paths = sorted(Path(args.images).glob("*.png"))[: args.limit]
     if not paths:
         raise SystemExit(f"error: no .png images in {args.images}")
@@ -54,7 +56,7 @@ def main(argv=None) -> dict:
             data = aecodec.encode(path, quality, weights=model)
             _, streams = aec_format.unpack(data)
             words = {name: 2 * int(split_stream(streams[name])[0].sum()) for name in CODED_STREAMS}
-            total["model"] += model_bytes(model.net, path, quality)
+            total["model"] += model_bytes(reference, path, quality)
             total["coded"] += sum(words.values()) + len(streams["escapes"])
             total["lanes"] += sum(len(streams[name]) - words[name] for name in CODED_STREAMS)
             total["header"] += len(data) - sum(len(s) for s in streams.values())

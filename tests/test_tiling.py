@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 import aecodec
-from aecodec import entropy, model
+from aecodec import entropy, network
 from tests.conftest import natural_like
 
 
@@ -13,7 +13,7 @@ def test_tiled_transforms_match_untiled(tiny_model, monkeypatch):
     whole = aecodec.encode(picture, 5.0, weights=tiny_model)
     whole_image = np.asarray(aecodec.decode(whole, weights=tiny_model), dtype=np.int16)
     # 128 px tiles: a 5 x 7 grid, so interior tiles see context on all four sides.
-    monkeypatch.setattr(model, "TILE", 128)
+    monkeypatch.setattr(network, "TILE", 128)
     monkeypatch.setattr(entropy, "HYPER_TILE", 2)
     tiled = aecodec.encode(picture, 5.0, weights=tiny_model)
     tiled_image = np.asarray(aecodec.decode(tiled, weights=tiny_model), dtype=np.int16)

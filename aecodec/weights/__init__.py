@@ -98,19 +98,18 @@ def _build(name: str, blob: bytes, digest: str) -> Model:
     import torch
 
     from ..entropy import LatentCoder
-    from ..model import AECModel
+    from ..network import Network
 
     try:
         checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_TAG:
             raise WeightsError(f"{name}: not an aecodec weights file (run `aecodec train` to make one)")
-        net = AECModel(**checkpoint["config"])
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()})
+        state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+        net = Network.from_state_dict(state, **checkpoint["config"])
     except WeightsError:
         raise
     except Exception as exc:
         raise WeightsError(f"{name}: cannot load weights: {exc}") from exc
-    net.eval().requires_grad_(False)
     return Model(name, bytes.fromhex(digest)[:8], net, LatentCoder(net))
 
 

@@ -1,0 +1,255 @@
+"""The network at inference, in plain torch: what encode and decode run, without compressai.
+
+It loads the state dict that training (aecodec.model.AECModel, compressai's MeanScaleHyperprior plus
+gain units) writes, under the same keys, and computes the same float32 g_a, h_a and g_s. The entropy
+models are only their frozen integer tables here (compressai's update()); whatever else the weights
+file holds under them (the density models training reads) is kept as buffers, so state_dict()
+round-trips to AECModel. Shared by both: the strides, the tiling and the quality -> gain mapping.
+
+    x -> g_a -> *gain(q) -> y -> h_a -> z        y_hat -> *inv_gain(q) -> g_s -> x_hat
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import OptionError
+from .quality import LAMBDAS, QUALITY_MIN
+
+# Total downsampling of g_a (16) times h_a (4): image sides are padded to a multiple of this.
+STRIDE = 64
+Y_STRIDE = 16  # downsampling of g_a alone
+
+# Large images run g_a and g_s on overlapping tiles so memory stays bounded (a 24 MP image untiled
+# needs > 4 GB for g_s's full-resolution activations). Each tile sees TILE_MARGIN pixels of real
+# context on every side, more than the transforms' reach (~30 px for g_a, 2 latent rows for g_s),
+# so the stitched result equals the untiled one up to float rounding.
+TILE = 1024
+TILE_MARGIN = 64
+
+# Synthesis precisions. bf16 runs g_s's convolutions on bf16 units (AVX512-BF16, AMX, tensor cores):
+# only pixels change, never what the entropy decoder derives. The default is bf16 where the hardware
+# has it, float32 elsewhere (emulated bf16 is slower); AECODEC_PRECISION overrides the default.
+PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16}
+PRECISION_ENV = "AECODEC_PRECISION"
+
+
+def synthesis_dtype(precision: str | None, device: torch.device) -> torch.dtype:
+    """The dtype g_s runs in for a precision name, or for the default (None) on this device."""
+    precision = precision or os.environ.get(PRECISION_ENV) or _default_precision(device)
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def _default_precision(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bf16" if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported() else "float32"
+
+
+def tiled(transform, x: Tensor, tile: int, margin: int, up: int = 1, down: int = 1) -> Tensor:
+    """transform(x) for a translation-equivariant transform that scales sides by up/down, computed on
+    tiles of `tile` input pixels with `margin` pixels of context each side (both multiples of `down`)."""
+    batch, _, height, width = x.shape
+    if height <= tile and width <= tile:
+        return transform(x)
+
+    def scaled(v: int) -> int:
+        return v * up // down
+
+    out = None
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(height, top + tile), min(width, left + tile)
+            ctx_top, ctx_left = max(0, top - margin), max(0, left - margin)
+            piece = transform(x[:, :, ctx_top : min(height, bottom + margin), ctx_left : min(width, right + margin)])
+            if out is None:  # in the tiles' memory layout, so copying them in is a straight copy
+                layout = torch.channels_last if piece.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+                out = torch.empty(batch, piece.shape[1], scaled(height), scaled(width), dtype=piece.dtype,
+                                  device=piece.device, memory_format=layout)
+            out[:, :, scaled(top) : scaled(bottom), scaled(left) : scaled(right)] = piece[
+                :, :, scaled(top - ctx_top) : scaled(bottom - ctx_top), scaled(left - ctx_left) : scaled(right - ctx_left)
+            ]
+    return out
+
+
+def interpolate_anchors(table: Tensor, quality: Tensor) -> Tensor:
+    """Linear interpolation of rows of `table` (K, ...) at fractional anchor positions quality-1."""
+    pos = (quality.to(table.dtype) - QUALITY_MIN).clamp(0, table.shape[0] - 1)
+    lo = pos.floor().long().clamp(max=table.shape[0] - 2)
+    t = (pos - lo.to(pos.dtype)).view(-1, *([1] * (table.dim() - 1)))
+    return table[lo] * (1 - t) + table[lo + 1] * t
+
+
+def lambda_for(quality: Tensor) -> Tensor:
+    """Rate-distortion trade-off for each quality: log-linear between the anchor lambdas."""
+    log_lambdas = torch.tensor(LAMBDAS, dtype=torch.float64).log()
+    return interpolate_anchors(log_lambdas, quality.double().cpu()).exp().to(quality.device)
+
+
+class VariableRate:
+    """Gain units (Cui et al., CVPR 2021) around the transforms, shared by AECModel and Network.
+
+    Needs g_a, h_a, g_s, log_gain, log_inv_gain and _transform(transform, x, dtype)."""
+
+    def gains(self, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """(gain, inverse gain), each (B, M, 1, 1), for a batch of qualities (B,)."""
+        gain = interpolate_anchors(self.log_gain, quality).exp()
+        inv_gain = interpolate_anchors(self.log_inv_gain, quality).exp()
+        return gain[:, :, None, None], inv_gain[:, :, None, None]
+
+    def analysis(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """x in [0, 1], (B, 3, H, W) with H, W multiples of STRIDE -> (y, z), both unquantized."""
+        return self.latents_at(self.analysis_features(x), quality)
+
+    def analysis_features(self, x: Tensor) -> Tensor:
+        """g_a(x) before the quality's gain: the costly part of analysis, the same at every quality."""
+        return tiled(lambda t: self._transform(self.g_a, t), x, TILE, TILE_MARGIN, down=Y_STRIDE)
+
+    def latents_at(self, features: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """(y, z) at `quality` from analysis_features(x): cheap, so a rate search can repeat it."""
+        gain, _ = self.gains(quality)
+        y = features * gain
+        return y, self.h_a(y)
+
+    def synthesis(self, y_hat: Tensor, quality: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """y_hat -> x_hat (float32); dtype: the precision g_s computes in (None: the model's default)."""
+        _, inv_gain = self.gains(quality)
+        return tiled(lambda t: self._transform(self.g_s, t, dtype), y_hat * inv_gain,
+                     TILE // Y_STRIDE, TILE_MARGIN // Y_STRIDE, up=Y_STRIDE)
+
+
+class LowerBound(nn.Module):
+    """compressai.ops.LowerBound at inference: max(x, bound)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("bound", torch.empty(1))
+
+
+class NonNegative(nn.Module):
+    """compressai's NonNegativeParametrizer at inference: max(x, bound)**2 - pedestal."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pedestal", torch.empty(1))
+        self.lower_bound = LowerBound()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.max(x, self.lower_bound.bound) ** 2 - self.pedestal
+
+
+class GDN(nn.Module):
+    """compressai's GDN at inference: x * rsqrt(beta + conv1x1(x^2, gamma)), or * sqrt for the inverse."""
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.empty(channels))
+        self.gamma = nn.Parameter(torch.empty(channels, channels))
+        self.beta_reparam = NonNegative()
+        self.gamma_reparam = NonNegative()
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = x.shape[1]
+        # Reparametrised in float32 whatever x's dtype (as under autocast), then cast for the convolution.
+        beta = self.beta_reparam(self.beta).to(x.dtype)
+        gamma = self.gamma_reparam(self.gamma).reshape(channels, channels, 1, 1).to(x.dtype)
+        norm = F.conv2d(x * x, gamma, beta)
+        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
+
+
+def deconv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,
+                              output_padding=stride - 1)
+
+
+class Buffers(nn.Module):
+    """Adopts, as buffers, whatever tensors a state dict holds under this module's name: an entropy
+    model's frozen tables (their sizes come from the weights file) and its training-only parameters."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        for key, value in state_dict.items():
+            if not key.startswith(prefix):
+                continue
+            *path, name = key[len(prefix):].split(".")
+            module = self
+            for part in path:
+                if part not in module._modules:
+                    module.add_module(part, Buffers())
+                module = module._modules[part]
+            module.register_buffer(name, value.detach().clone())
+
+
+class Network(VariableRate, nn.Module):
+    """The mean-scale hyperprior with gain units, for coding: from_state_dict() of what AECModel saves."""
+
+    # What the coder reads from the entropy models: z's tables and medians, y's tables and scale table.
+    TABLES = {
+        "entropy_bottleneck": ("quantiles", "_quantized_cdf", "_cdf_length", "_offset"),
+        "gaussian_conditional": ("scale_table", "_quantized_cdf", "_cdf_length", "_offset"),
+    }
+
+    def __init__(self, N: int = 64, M: int = 128):
+        super().__init__()
+        self.N, self.M = int(N), int(M)
+        self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+                                 deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
+        self.h_a = nn.Sequential(conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(), conv(N, N), nn.LeakyReLU(), conv(N, N))
+        self.h_s = nn.Sequential(deconv(N, M), nn.LeakyReLU(), deconv(M, M * 3 // 2), nn.LeakyReLU(),
+                                 conv(M * 3 // 2, M * 2, stride=1, kernel_size=3))
+        self.log_gain = nn.Parameter(torch.empty(0, M))
+        self.log_inv_gain = nn.Parameter(torch.empty(0, M))
+        self.entropy_bottleneck = Buffers()
+        self.gaussian_conditional = Buffers()
+
+    @property
+    def config(self) -> dict:
+        return {"N": self.N, "M": self.M}
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict, N: int, M: int) -> "Network":
+        """The network holding AECModel's state dict (its tensors, not copies; KeyError/RuntimeError name
+        what is missing or misshapen), frozen for inference."""
+        with torch.device("meta"):  # no random initialisation of weights the state dict replaces
+            net = cls(N, M)
+        # The gain tables' row count (anchor qualities) comes from the weights, like the entropy tables.
+        net.log_gain = nn.Parameter(torch.empty_like(state_dict["log_gain"], device="meta"))
+        net.log_inv_gain = nn.Parameter(torch.empty_like(state_dict["log_inv_gain"], device="meta"))
+        net.load_state_dict(state_dict, assign=True)
+        for module, names in cls.TABLES.items():
+            missing = [name for name in names if not hasattr(getattr(net, module), name)]
+            if missing:
+                raise KeyError(f"{module} lacks {', '.join(missing)}: weights saved before their tables were frozen")
+        return net.eval().requires_grad_(False)
+
+    def z_medians(self) -> Tensor:
+        """The entropy bottleneck's medians, (1, N, 1, 1): z is coded as offsets from them."""
+        return self.entropy_bottleneck.quantiles[:, 0, 1].reshape(1, -1, 1, 1)
+
+    def _transform(self, transform: nn.Module, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """transform(x) as float32, computed in `dtype` (under autocast) unless float32.
+
+        g_s runs channels-last, oneDNN's fast path on CPU (1.5-2x here; pixels equal up to float
+        rounding), and its result stays channels-last: for one image that is (H, W, 3) in memory, what
+        the image module wants. g_a keeps the default layout: there it computes exactly what
+        compressai's does, so files are byte-identical to the training model's, and channels-last was
+        no faster."""
+        if transform is self.g_s:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if dtype in (None, torch.float32):
+            out = transform(x)
+        else:
+            with torch.autocast(x.device.type, dtype=dtype):
+                out = transform(x)
+        return out.float()
