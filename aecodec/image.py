@@ -194,7 +194,7 @@ def assemble_array(mode: str, colour: np.ndarray, alpha: np.ndarray | None) -> n
         return colour
     if mode == "RGBA":
         return np.dstack([colour, alpha])
-    return np.asarray(assemble(mode, colour, alpha))  # Pillow's own RGB -> L weights and rounding
+    return np.array(assemble(mode, colour, alpha))  # Pillow's own RGB -> L weights and rounding
 
 
 def encode_alpha(alpha: np.ndarray) -> bytes:

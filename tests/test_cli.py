@@ -165,3 +165,19 @@ def test_pillow_plugin(tmp_path, tiny_weights):
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(aecodec.DecodeError):
         Image.open(path)
+
+
+def test_decompress_writes_the_format_its_extension_names(tmp_path, png, tiny_weights):
+    aec = tmp_path / "x.aec"
+    weights = ["--weights", str(tiny_weights), "-q"]
+    assert main(["compress", str(png), str(aec), *weights]) == 0
+    outputs = {}
+    for name, extra in (("fast.png", []), ("small.png", ["--png-level", "9"]), ("x.ppm", []), ("x.bmp", []), ("x.tif", [])):
+        assert main(["decompress", str(aec), str(tmp_path / name), "--precision", "float32", *extra, *weights]) == 0
+        with Image.open(tmp_path / name) as img:
+            outputs[name] = (img.format, np.asarray(img))
+    assert [fmt for fmt, _ in outputs.values()] == ["PNG", "PNG", "PPM", "BMP", "TIFF"]
+    assert all(np.array_equal(pixels, outputs["fast.png"][1]) for _, pixels in outputs.values())
+    assert (tmp_path / "small.png").stat().st_size < (tmp_path / "fast.png").stat().st_size
+    assert main(["decompress", str(aec), str(tmp_path / "y.bmp"), "--png-level", "3", *weights]) == 1
+    assert not (tmp_path / "y.bmp").exists()

@@ -1,0 +1,117 @@
+"""The plain-torch inference network against the training model (compressai's), and what decode returns."""
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import aecodec
+from aecodec.errors import OptionError
+from aecodec.model import AECModel
+from aecodec.network import PRECISION_ENV, Network
+from conftest import natural_like
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return aecodec.load_model()
+
+
+@pytest.fixture(scope="module")
+def reference(shipped):
+    return AECModel.from_weights(shipped).eval()
+
+
+def test_shipped_weights_load_into_both_networks_under_the_same_keys(shipped, reference):
+    net = shipped.net
+    assert isinstance(net, Network)
+    ours, theirs = net.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    assert not any(t.is_meta for t in ours.values())
+    torch.testing.assert_close(net.z_medians(), reference.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1))
+
+
+def test_transforms_match_compressai(shipped, reference):
+    net, quality = shipped.net, torch.tensor([6.3])
+    x = torch.rand(1, 3, 128, 192, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        features = net.analysis_features(x)
+        # g_a and h_a run the very same operations: bit-identical, so files are too.
+        assert torch.equal(features, reference.analysis_features(x))
+        assert all(map(torch.equal, net.latents_at(features, quality), reference.latents_at(features, quality)))
+        y_hat = torch.round(net.latents_at(features, quality)[0])
+        x_hat = net.synthesis(y_hat, quality, torch.float32)
+        # g_s runs channels-last: the same values up to float rounding.
+        torch.testing.assert_close(x_hat, reference.synthesis(y_hat, quality), rtol=0, atol=1e-5)
+        scales, means = net.h_s(net.z_medians().expand(1, -1, 2, 3)).chunk(2, 1)
+        ref_scales, ref_means = reference.hyper_synthesis(reference.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1).expand(1, -1, 2, 3))
+        torch.testing.assert_close(scales, ref_scales)
+        torch.testing.assert_close(means, ref_means)
+
+
+def test_files_are_byte_identical_to_the_training_models(shipped, reference):
+    picture = natural_like(96, 160, seed=5)
+    as_trained = dataclasses.replace(shipped, net=reference)  # compressai's transforms, the same coder
+    for quality in (1.0, 5.5, 10.0):
+        data = aecodec.encode(picture, quality, weights=shipped)
+        assert data == aecodec.encode(picture, quality, weights=as_trained)
+        ours = aecodec.decode(data, weights=shipped, precision="float32", output="numpy").astype(int)
+        theirs = aecodec.decode(data, weights=as_trained, precision="float32", output="numpy").astype(int)
+        assert np.abs(ours - theirs).max() <= 1
+
+
+def test_bf16_synthesis_changes_pixels_only_slightly(shipped, monkeypatch):
+    picture = natural_like(128, 192, seed=6)
+    data = aecodec.encode(picture, 8.0, weights=shipped)
+    exact = aecodec.decode(data, weights=shipped, precision="float32", output="numpy").astype(float)
+    fast = aecodec.decode(data, weights=shipped, precision="bf16", output="numpy").astype(float)
+    mse = lambda a: ((a - picture) ** 2).mean()  # noqa: E731
+    assert not np.array_equal(exact, fast)  # bf16 really ran
+    assert np.abs(exact - fast).max() <= 4 and 10 * np.log10(mse(fast) / mse(exact)) < 0.05
+    monkeypatch.setenv(PRECISION_ENV, "float32")
+    assert np.array_equal(aecodec.decode(data, weights=shipped, output="numpy"), exact)
+    with pytest.raises(OptionError, match="precision"):
+        aecodec.decode(data, weights=shipped, precision="float16")
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
+def test_array_outputs_equal_the_pil_image(tiny_model, channels, mode):
+    rgba = np.dstack([natural_like(40, 56, seed=2), natural_like(40, 56, seed=3)[:, :, :1]])
+    data = aecodec.encode(rgba[:, :, :channels] if channels > 1 else rgba[:, :, 0], 6.0, weights=tiny_model)
+    image = aecodec.decode(data, weights=tiny_model)
+    array = aecodec.decode(data, weights=tiny_model, output="numpy")
+    tensor = aecodec.decode(data, weights=tiny_model, output="torch")
+    assert image.mode == mode and array.dtype == np.uint8 and array.flags.c_contiguous
+    assert np.array_equal(array, np.asarray(image))
+    assert tensor.dtype == torch.uint8 and tensor.shape == (channels, 40, 56)
+    assert np.array_equal(tensor.permute(1, 2, 0).numpy().reshape(array.shape), array)
+    with pytest.raises(OptionError, match="output"):
+        aecodec.decode(data, weights=tiny_model, output="PIL.Image")
+
+
+def test_coding_imports_neither_compressai_nor_torchvision():
+    probe = """
+import sys
+import numpy as np
+import aecodec
+data = aecodec.encode(np.full((64, 64, 3), 128, np.uint8), 5.0)
+assert aecodec.decode(data).size == (64, 64)
+print(sorted({name.split(".")[0] for name in sys.modules} & {"compressai", "torchvision"}))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_weights_without_frozen_tables_are_refused(shipped):
+    state = {k: v for k, v in shipped.net.state_dict().items() if k != "gaussian_conditional.scale_table"}
+    with pytest.raises(KeyError, match="scale_table"):
+        Network.from_state_dict(state, **shipped.net.config)
+    del state["g_s.0.weight"]
+    with pytest.raises(RuntimeError, match="g_s.0.weight"):
+        Network.from_state_dict(state, **shipped.net.config)
