@@ -24,7 +24,7 @@ from . import coder
 from .coder.tables import MAX_QUANTIZED, CdfTables
 from .errors import DecodeError
 from .format import ByteReader, varint
-from .network import STRIDE, Y_STRIDE, tiled
+from .network import STRIDE, Y_STRIDE, one_thread, tiled
 
 WEIGHT_BITS = 11  # |integer weight| < 2**WEIGHT_BITS per layer (power-of-two scale per layer)
 ACT_FRACTION = 8  # activations and means in units of 1/256
@@ -105,7 +105,8 @@ class LatentCoder:
         self.z_tables = CdfTables(eb._quantized_cdf.cpu(), eb._cdf_length.cpu(), eb._offset.cpu())
         self.y_tables = CdfTables(gc._quantized_cdf.cpu(), gc._cdf_length.cpu(), gc._offset.cpu())
         self.z_medians = model.z_medians().cpu()
-        self.hyper = IntegerHyperSynthesis(model.h_s, gc.scale_table)
+        with one_thread():
+            self.hyper = IntegerHyperSynthesis(model.h_s, gc.scale_table)
 
     def _z_indexes(self, shape) -> np.ndarray:
         c, h, w = shape

@@ -11,6 +11,7 @@ round-trips to AECModel. Shared by both: the strides, the tiling and the quality
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -50,6 +51,19 @@ def _default_precision(device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "float32"
     return "bf16" if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported() else "float32"
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the enclosed tensor ops on the calling thread alone. For the many small ops of loading
+    weights, waking the thread pool costs more than it saves: loading took 3x as long on 2 threads
+    as on 1 on this (busy) 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def tiled(transform, x: Tensor, tile: int, margin: int, up: int = 1, down: int = 1) -> Tensor:
@@ -219,8 +233,10 @@ class Network(VariableRate, nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: dict, N: int, M: int) -> "Network":
-        """The network holding AECModel's state dict (its tensors, not copies; KeyError/RuntimeError name
-        what is missing or misshapen), frozen for inference."""
+        """The network holding AECModel's state dict, floating-point tensors as float32 (KeyError or
+        RuntimeError name what is missing or misshapen), frozen for inference."""
+        with one_thread():
+            state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
         with torch.device("meta"):  # no random initialisation of weights the state dict replaces
             net = cls(N, M)
         # The gain tables' row count (anchor qualities) comes from the weights, like the entropy tables.

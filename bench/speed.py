@@ -1,6 +1,13 @@
 """Where the time goes: compress and decompress broken into stages, per backend, with peak memory.
 
     python -m bench.speed --image kodim23.png [--repeats 3] [--json out.json]
+        [--cli-sizes 6000x4000] [--against /tmp/old] [--skip-stages]
+
+First, side by side in one run: the `aecodec` command (compress, decompress; a fresh process each,
+as users run it) against `python -c "import torch"`, as wall-time ratios, with each one's peak RSS;
+--against DIR times another checkout's command on the same files (an older commit, built in place),
+and --cli-sizes adds resized copies of the image. Then the API with the model loaded: encode + decode
+of the image, against AVIF (Pillow) and JPEG XL (imagecodecs) at the settings nearest its bpp.
 
 Sizes: the image as given, and the same image resized to each --sizes (default 3840x2160). Backends: the
 pure-Python coder, the C++ coder, and CUDA (transforms on the GPU, native coder) when a GPU is
@@ -23,6 +30,76 @@ import time
 from pathlib import Path
 
 STAGES = ("io", "image", "network", "entropy", "container")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed_process(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one run of cmd, which must succeed."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(cwd)), stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode(errors='replace')}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def cli_runs(sources: dict[str, Path], checkouts: dict[str, Path], repeats: int, quality: float, tmp: Path) -> dict:
+    """Median wall time and peak RSS of `python -c "import torch"` and of each checkout's CLI compress and
+    decompress of each source, interleaved round by round so load on the machine hits all alike."""
+    times: dict[str, list] = {}
+
+    def record(key, cmd, cwd):
+        times.setdefault(key, []).append(timed_process(cmd, cwd))
+
+    for _ in range(repeats):
+        record("import torch", [sys.executable, "-c", "import torch"], ROOT)
+        for size, png in sources.items():
+            for label, checkout in checkouts.items():
+                aec, out = tmp / f"{label}-{size}.aec", tmp / f"{label}-{size}.png"
+                cli = [sys.executable, "-m", "aecodec.cli"]
+                record(f"{size} | {label} | compress", [*cli, "compress", str(png), str(aec), "-Q", str(quality), "-f", "-q"], checkout)
+                record(f"{size} | {label} | decompress", [*cli, "decompress", str(aec), str(out), "-f", "-q"], checkout)
+    torch_s = statistics.median(t for t, _ in times["import torch"])
+    return {key: {"wall_s": statistics.median(t for t, _ in runs), "vs_import_torch": statistics.median(t for t, _ in runs) / torch_s,
+                  "peak_rss_mb": max(m for _, m in runs)} for key, runs in times.items()}
+
+
+def api_and_peers(png: Path, quality: float, repeats: int) -> dict:
+    """Seconds (median) to encode and decode the image with aecodec's API (model loaded, warm), and with
+    AVIF and JPEG XL at their settings nearest aecodec's bpp."""
+    import numpy as np
+    from PIL import Image
+
+    import aecodec
+    from bench.rd import codec_table
+
+    rgb = np.asarray(Image.open(png).convert("RGB"))
+    model = aecodec.load_model()
+    codecs = {"aecodec": (lambda a, q: aecodec.encode(a, q, weights=model),
+                          lambda d: aecodec.decode(d, weights=model, output="numpy"), quality)}
+    target_bytes = len(codecs["aecodec"][0](rgb, quality))
+    for name in ("avif", "jxl"):
+        _, settings, _, factory = codec_table()[name]
+        encode, decode = factory()
+        nearest = min(settings, key=lambda s: abs(len(encode(rgb, s)) - target_bytes))
+        codecs[name] = (encode, decode, nearest)
+    results = {}
+    for name, (encode, decode, setting) in codecs.items():
+        enc, dec = [], []
+        for _ in range(repeats + 1):  # the first run warms up
+            start = time.perf_counter()
+            data = encode(rgb, setting)
+            middle = time.perf_counter()
+            decode(data)
+            enc.append(middle - start)
+            dec.append(time.perf_counter() - middle)
+        results[name] = {"setting": setting, "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1]),
+                         "encode_s": statistics.median(enc[1:]), "decode_s": statistics.median(dec[1:])}
+    return results
 
 
 def worker(op: str, src: str, dst: str, backend: str, device: str, quality: float, repeats: int) -> dict:
@@ -31,6 +108,7 @@ def worker(op: str, src: str, dst: str, backend: str, device: str, quality: floa
 
     import aecodec
     from aecodec.api import record_stages
+    from aecodec.cli import PNG_LEVEL
 
     model = aecodec.load_model()
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -52,7 +130,7 @@ def worker(op: str, src: str, dst: str, backend: str, device: str, quality: floa
                 io_s = time.perf_counter() - t
                 image = aecodec.decode(data, weights=model, backend=backend, device=device)
                 t = time.perf_counter()
-                image.save(dst)
+                image.save(dst, compress_level=PNG_LEVEL)  # as the CLI writes it
             stages["io"] = io_s + time.perf_counter() - t
             stages["total"] = time.perf_counter() - start
         runs.append(dict(stages))
@@ -73,6 +151,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--sizes", default="3840x2160", help="comma-separated WxH resizes of the image to time too "
                         "(e.g. 3840x2160,6000x4000); the image's own size always runs")
     parser.add_argument("--backends", default="python,C++,CUDA", help="subset of python,C++,CUDA")
+    parser.add_argument("--cli-sizes", default="", help="WxH resizes to run the CLI comparison on too (e.g. 6000x4000)")
+    parser.add_argument("--against", help="another checkout (e.g. an older commit, extension built in place) whose "
+                        "CLI runs beside this one's")
+    parser.add_argument("--skip-stages", action="store_true", help="only the CLI and API comparisons")
     parser.add_argument("--worker", nargs=6, metavar=("OP", "SRC", "DST", "BACKEND", "DEVICE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -98,22 +180,69 @@ def main(argv=None) -> dict:
             rgb = img.convert("RGB")
             sources[f"{rgb.width}x{rgb.height}"] = Path(tmp) / "image.png"
             rgb.save(sources[f"{rgb.width}x{rgb.height}"])
-            for size in filter(None, args.sizes.split(",")):
+            for size in {*filter(None, args.sizes.split(",")), *filter(None, args.cli_sizes.split(","))}:
                 width, height = (int(v) for v in size.split("x"))
                 sources[size] = Path(tmp) / f"image{size}.png"
                 rgb.resize((width, height), Image.LANCZOS).save(sources[size])
-        for size, png in sources.items():
-            for label, backend, device in backends:
-                for op in ("compress", "decompress"):
-                    src = png if op == "compress" else Path(tmp) / f"{png.stem}.aec"
-                    dst = Path(tmp) / (f"{png.stem}.aec" if op == "compress" else "decoded.png")
-                    out = Path(tmp) / "result.json"
-                    env = dict(os.environ, AECODEC_BACKEND="python" if backend == "python" else "")
-                    cmd = [sys.executable, "-m", "bench.speed", "--image", args.image, "--quality", str(args.quality),
-                           "--repeats", str(args.repeats), "--worker", op, str(src), str(dst), backend, device, str(out)]
-                    subprocess.run(cmd, check=True, env=env, cwd=Path(__file__).parents[1])
-                    results[f"{size} | {label} | {op}"] = json.loads(out.read_text())
-                    print(f"{size} {label} {op}: {results[f'{size} | {label} | {op}']['total']:.3f} s", flush=True)
+        own = next(iter(sources))
+        checkouts = {"this": ROOT, **({"against": Path(args.against).resolve()} if args.against else {})}
+        cli_sources = {size: png for size, png in sources.items() if size == own or size in args.cli_sizes.split(",")}
+        results["cli"] = cli_runs(cli_sources, checkouts, args.repeats, args.quality, Path(tmp))
+        results["api"] = api_and_peers(sources[own], args.quality, args.repeats)
+        print_cli_and_api(results, checkouts)
+        if not args.skip_stages:
+            results["stages"] = stage_runs(args, sources, backends, Path(tmp))
+            print_stages(args, results["stages"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+def stage_runs(args, sources: dict, backends: list, tmp: Path) -> dict:
+    results = {}
+    for size, png in sources.items():
+        if size not in args.sizes.split(",") and size != next(iter(sources)):
+            continue
+        for label, backend, device in backends:
+            for op in ("compress", "decompress"):
+                src = png if op == "compress" else tmp / f"{png.stem}.aec"
+                dst = tmp / (f"{png.stem}.aec" if op == "compress" else "decoded.png")
+                out = tmp / "result.json"
+                env = dict(os.environ, AECODEC_BACKEND="python" if backend == "python" else "")
+                cmd = [sys.executable, "-m", "bench.speed", "--image", args.image, "--quality", str(args.quality),
+                       "--repeats", str(args.repeats), "--worker", op, str(src), str(dst), backend, device, str(out)]
+                subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+                results[f"{size} | {label} | {op}"] = json.loads(out.read_text())
+                print(f"{size} {label} {op}: {results[f'{size} | {label} | {op}']['total']:.3f} s", flush=True)
+    return results
+
+
+def print_cli_and_api(results: dict, checkouts: dict) -> None:
+    import aecodec
+
+    cli = results["cli"]
+    print(f"\naecodec {aecodec.__version__}, {os.cpu_count()} CPUs; CLI: median wall time of fresh processes, "
+          f"`import torch` took {cli['import torch']['wall_s']:.2f} s (peak RSS {cli['import torch']['peak_rss_mb']:.0f} MB)\n")
+    print("| image | checkout | command | wall s | x import torch | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for key, r in cli.items():
+        if key != "import torch":
+            size, label, op = key.split(" | ")
+            where = "this" if label == "this" else str(checkouts[label])
+            print(f"| {size} | {where} | {op} | {r['wall_s']:.2f} | {r['vs_import_torch']:.2f} | {r['peak_rss_mb']:.0f} |")
+    api = results["api"]
+    ours = api["aecodec"]
+    print("\nAPI, model loaded, median: encode + decode of the image (ratios: the codec's time / aecodec's)\n")
+    print("| codec | setting | bpp | encode ms | decode ms | encode + decode ms | encode x | decode x |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in api.items():
+        print(f"| {name} | {r['setting']:g} | {r['bpp']:.3f} | {1000 * r['encode_s']:.1f} | {1000 * r['decode_s']:.1f} | "
+              f"{1000 * (r['encode_s'] + r['decode_s']):.1f} | {r['encode_s'] / ours['encode_s']:.2f} | "
+              f"{r['decode_s'] / ours['decode_s']:.2f} |")
+
+
+def print_stages(args, results: dict) -> None:
+    import aecodec
 
     print(f"\naecodec {aecodec.__version__}, quality {args.quality:g}, {os.cpu_count()} CPUs, median of {args.repeats}\n")
     print("| image | backend | operation | total s | network | entropy | image | container | file I/O | peak RSS MB |")
@@ -122,9 +251,6 @@ def main(argv=None) -> dict:
         size, label, op = key.split(" | ")
         cells = [f"{r['total']:.3f}"] + [f"{r[k]:.3f} ({100 * r[k] / r['total']:.0f}%)" for k in ("network", "entropy", "image", "container", "io")]
         print(f"| {size} | {label} | {op} | " + " | ".join(cells) + f" | {r['peak_rss_mb']:.0f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    return results
 
 
 if __name__ == "__main__":

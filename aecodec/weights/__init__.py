@@ -104,8 +104,7 @@ def _build(name: str, blob: bytes, digest: str) -> Model:
         checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_TAG:
             raise WeightsError(f"{name}: not an aecodec weights file (run `aecodec train` to make one)")
-        state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
-        net = Network.from_state_dict(state, **checkpoint["config"])
+        net = Network.from_state_dict(checkpoint["state_dict"], **checkpoint["config"])
     except WeightsError:
         raise
     except Exception as exc:
