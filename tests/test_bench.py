@@ -1,11 +1,14 @@
-"""The RD benchmark end to end on two tiny images, and its cache."""
+"""The RD benchmark end to end on two tiny images, and its cache; the speed benchmark's process timer."""
 
 import json
+import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bench import rd
+from bench.speed import ROOT, timed_process
 from conftest import natural_like
 
 
@@ -75,3 +78,10 @@ def test_synthetic_table(tmp_path, monkeypatch):
     assert art["png"] > 100  # a real PNG's size, not a stream position
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| lineart |" in table and "exact" in table and "= learned" in table
+
+
+def test_timed_process_measures_wall_time_and_peak_memory():
+    wall, peak_mb = timed_process([sys.executable, "-c", "block = b'x' * (300 * 2**20)"], ROOT)
+    assert wall > 0 and peak_mb > 300
+    with pytest.raises(RuntimeError, match="no such luck"):
+        timed_process([sys.executable, "-c", "raise SystemExit('no such luck')"], ROOT)
