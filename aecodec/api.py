@@ -215,7 +215,8 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
         header, streams = aec_format.unpack(data)
     if header.lossless:
         with _stage("lossless"):
-            return lossless_coding.decode(header.mode, header.coding, header.width, header.height, streams["image"])
+            image = lossless_coding.decode(header.mode, header.coding, header.width, header.height, streams["image"])
+            return image if output == "pil" else _array_output(np.array(image), output)
     model = find(header.model_id, [_model(weights)] if weights is not None else [])
     if model is None:
         raise DecodeError(

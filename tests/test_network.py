@@ -79,10 +79,13 @@ def test_bf16_synthesis_changes_pixels_only_slightly(shipped, monkeypatch):
         aecodec.decode(data, weights=shipped, precision="float16")
 
 
+@pytest.mark.parametrize("coding", ["learned", "lossless"])
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
-def test_array_outputs_equal_the_pil_image(tiny_model, channels, mode):
+def test_array_outputs_equal_the_pil_image(tiny_model, channels, mode, coding):
     rgba = np.dstack([natural_like(40, 56, seed=2), natural_like(40, 56, seed=3)[:, :, :1]])
-    data = aecodec.encode(rgba[:, :, :channels] if channels > 1 else rgba[:, :, 0], 6.0, weights=tiny_model)
+    pixels = rgba[:, :, :channels] if channels > 1 else rgba[:, :, 0]
+    quality = 6.0 if coding == "learned" else None
+    data = aecodec.encode(pixels, quality, mode=coding, weights=tiny_model)
     image = aecodec.decode(data, weights=tiny_model)
     array = aecodec.decode(data, weights=tiny_model, output="numpy")
     tensor = aecodec.decode(data, weights=tiny_model, output="torch")
