@@ -14,7 +14,7 @@ from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
 __version__ = "0.1.0"
 
-# These pull in torch and compressai (seconds): imported on first use, so `import aecodec`, the
+# These pull in torch (seconds): imported on first use, so `import aecodec`, the
 # Pillow plugin's registration and `aecodec info`/`--help` stay fast.
 _LAZY = {
     "encode": ("api", "encode"), "decode": ("api", "decode"), "load_model": ("weights", "load"),

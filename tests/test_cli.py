@@ -108,7 +108,7 @@ def test_backend_report():
 
 
 def test_info_and_help_start_without_torch(tmp_path, png, tiny_weights):
-    """`import aecodec`, `aecodec --help` and `aecodec info` do not wait for torch and compressai."""
+    """`import aecodec`, `aecodec --help` and `aecodec info` do not wait for torch."""
     aec = tmp_path / "x.aec"
     assert main(["compress", str(png), str(aec), "--weights", str(tiny_weights), "-q"]) == 0
     probe = f"""
