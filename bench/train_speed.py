@@ -28,9 +28,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def start_model(args) -> AECModel:
     torch.manual_seed(args.seed)
     if args.init_from:
-        from aecodec.weights import load
-
-        return widen(load(args.init_from).net, args.N, args.M, seed=args.seed).train().requires_grad_(True)
+        return widen(AECModel.from_weights(args.init_from), args.N, args.M, seed=args.seed).train().requires_grad_(True)
     return AECModel(args.N, args.M)
 
 
