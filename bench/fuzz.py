@@ -24,6 +24,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from unittest import mock
 
 HANG_SECONDS = 5.0  # per decode of a corpus-sized file (milliseconds normally); libFuzzer's -timeout backs it up
 SEED_SIZES = [(16, 16), (40, 24), (64, 64)]  # small: each execution must take milliseconds
@@ -82,19 +83,14 @@ def with_checksums(data: bytes, symbols_crc: int | None = None) -> bytes:
 class Target:
     """The fuzz target: decode(data) with both coders, under the rules in the module docstring."""
 
-    def __init__(self, tiny_weights: Path):
-        import torch
-
+    def __init__(self, tiny):
         import aecodec
         from aecodec import entropy
         from aecodec.coder import BACKENDS
-        from aecodec.weights import SHIPPED, load
+        from aecodec.weights import SHIPPED
 
-        # One thread: inputs are tiny, and thread hand-offs (on a shared machine) cost more than they save.
-        torch.set_num_threads(1)
-        os.environ["AECODEC_THREADS"] = "1"
         self.decode = aecodec.decode
-        self.tiny = load(tiny_weights)
+        self.tiny = tiny
         self.shipped_ids = {bytes.fromhex(digest)[:8] for _, digest in SHIPPED.values()}
         self.backends = sorted(BACKENDS)
         # The symbols CRC the decoder computed last: what an attacker would write into the header.
@@ -105,14 +101,16 @@ class Target:
             self.last_symbols_crc = original(*args)
             return self.last_symbols_crc
 
-        entropy.symbols_crc = recording
+        self.recording = mock.patch.object(entropy, "symbols_crc", recording)
 
     def __call__(self, data: bytes) -> None:
         if len(data) >= 14 and data[6:14] not in self.shipped_ids:
             data = data[:6] + self.tiny.model_id + data[14:]
         weights = None if data[6:14] in self.shipped_ids else self.tiny
         data = with_checksums(data)
-        outcome = self._decode_all(data, weights)
+        self.last_symbols_crc = None
+        with self.recording:
+            outcome = self._decode_all(data, weights)
         if outcome == "symbols CRC" and self.last_symbols_crc is not None:
             self._decode_all(with_checksums(data, self.last_symbols_crc), weights)
 
@@ -136,7 +134,7 @@ class Target:
         return outcomes[0]
 
 
-def make_seeds(out: Path, tiny_weights: Path) -> list[Path]:
+def make_seeds(out: Path, tiny) -> list[Path]:
     """Small valid files of every mode, with the tiny model and the shipped one, at a few qualities."""
     import numpy as np
 
@@ -146,7 +144,7 @@ def make_seeds(out: Path, tiny_weights: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     written = []
-    for model, qualities in ((load(tiny_weights), (1.0, 6.0, 10.0)), (load(DEFAULT_MODEL), (1.0, 10.0))):
+    for name, model, qualities in (("tiny", tiny, (1.0, 6.0, 10.0)), (DEFAULT_MODEL, load(DEFAULT_MODEL), (1.0, 10.0))):
         for mode in MODES:
             for i, (width, height) in enumerate(SEED_SIZES):
                 yy, xx = np.mgrid[0:height, 0:width]
@@ -155,7 +153,7 @@ def make_seeds(out: Path, tiny_weights: Path) -> list[Path]:
                 image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
                 quality = qualities[i % len(qualities)]
                 data = aecodec.encode(image if channels > 1 else image[..., 0], quality, weights=model)
-                path = out / f"{model.name.split('/')[-1].removesuffix('.pt')}-{mode}-{width}x{height}-q{quality:g}.aec"
+                path = out / f"{name}-{mode}-{width}x{height}-q{quality:g}.aec"
                 path.write_bytes(data)
                 written.append(path)
     return written
@@ -168,17 +166,21 @@ def _files(paths) -> list[Path]:
     return found
 
 
-def _tiny_weights() -> Path:
+def tiny_model():
+    """The tiny model, loaded (its weights file is only needed while loading)."""
     import tempfile
 
-    path = Path(tempfile.mkdtemp(prefix="aecodec-fuzz-")) / "tiny.pt"
-    save_tiny_model(path)
-    return path
+    from aecodec.weights import load
+
+    with tempfile.TemporaryDirectory(prefix="aecodec-fuzz-") as folder:
+        path = Path(folder) / "tiny.pt"
+        save_tiny_model(path)
+        return load(path)
 
 
 def replay(paths) -> int:
     """Runs every file through the target; returns how many; raises on the first finding."""
-    target = Target(_tiny_weights())
+    target = Target(tiny_model())
     files = _files(paths)
     for path in files:
         try:
@@ -186,6 +188,14 @@ def replay(paths) -> int:
         except Exception as exc:
             raise Finding(f"{path}: {type(exc).__name__}: {exc}") from exc
     return len(files)
+
+
+def _one_thread() -> None:
+    """Inputs are tiny: thread hand-offs (on a shared machine) cost more than they save."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["AECODEC_THREADS"] = "1"
 
 
 def run(argv: list[str]) -> None:
@@ -197,7 +207,8 @@ def run(argv: list[str]) -> None:
 
         for name in AECODEC_MODULES:
             importlib.import_module(name)
-    target = Target(_tiny_weights())
+    _one_thread()
+    target = Target(tiny_model())
     atheris.Setup([sys.argv[0], "-rss_limit_mb=6144", *argv], target)
     atheris.Fuzz()
 
@@ -205,11 +216,12 @@ def run(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command == "seeds" and len(rest) == 1:
-        for path in make_seeds(Path(rest[0]), _tiny_weights()):
+        for path in make_seeds(Path(rest[0]), tiny_model()):
             print(f"{path} {path.stat().st_size} bytes")
     elif command == "run":
         run(rest)
     elif command == "replay" and rest:
+        _one_thread()
         print(f"{replay(rest)} files decoded without a finding")
     else:
         sys.exit(__doc__)
