@@ -8,7 +8,7 @@ Each input is an .aec file, decoded as a user calls it, by both coders (C++ and 
 attacker controls and recomputes for free is recomputed here too, or mutations would only ever hit
 the checksums: the file CRC is fixed up before decoding, and a file whose latents decode but fail the
 symbols CRC is decoded again with that CRC forged, so the synthesis and alpha stages see hostile
-latents as well. Files of the shipped model (their model id) decode with it; any other id is replaced
+latents as well. Files of a released model (their model id) decode with it; any other id is replaced
 by a tiny N=8/M=8 model's, which decodes in milliseconds, so most executions are cheap.
 
 A finding is any exception other than DecodeError (MemoryError included), the two coders disagreeing,
@@ -87,11 +87,11 @@ class Target:
         import aecodec
         from aecodec import entropy
         from aecodec.coder import BACKENDS
-        from aecodec.weights import SHIPPED
+        from aecodec.weights import RELEASES
 
         self.decode = aecodec.decode
         self.tiny = tiny
-        self.shipped_ids = {bytes.fromhex(digest)[:8] for _, digest in SHIPPED.values()}
+        self.released_ids = {release.model_id for release in RELEASES.values()}
         self.backends = sorted(BACKENDS)
         # The symbols CRC the decoder computed last: what an attacker would write into the header.
         self.last_symbols_crc = None
@@ -104,9 +104,9 @@ class Target:
         self.recording = mock.patch.object(entropy, "symbols_crc", recording)
 
     def __call__(self, data: bytes) -> None:
-        if len(data) >= 14 and data[6:14] not in self.shipped_ids:
+        if len(data) >= 14 and data[6:14] not in self.released_ids:
             data = data[:6] + self.tiny.model_id + data[14:]
-        weights = None if data[6:14] in self.shipped_ids else self.tiny
+        weights = None if data[6:14] in self.released_ids else self.tiny
         data = with_checksums(data)
         self.last_symbols_crc = None
         with self.recording:
@@ -135,16 +135,17 @@ class Target:
 
 
 def make_seeds(out: Path, tiny) -> list[Path]:
-    """Small valid files of every mode, with the tiny model and the shipped one, at a few qualities."""
+    """Small valid files of every mode, with the tiny model and every released one, at a few qualities."""
     import numpy as np
 
     import aecodec
-    from aecodec.weights import DEFAULT_MODEL, load
+    from aecodec.weights import RELEASES, load
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     written = []
-    for name, model, qualities in (("tiny", tiny, (1.0, 6.0, 10.0)), (DEFAULT_MODEL, load(DEFAULT_MODEL), (1.0, 10.0))):
+    models = [("tiny", tiny, (1.0, 6.0, 10.0))] + [(name, load(name), release.qualities) for name, release in RELEASES.items()]
+    for name, model, qualities in models:
         for mode in MODES:
             for i, (width, height) in enumerate(SEED_SIZES):
                 yy, xx = np.mgrid[0:height, 0:width]

@@ -106,12 +106,12 @@ def test_corpus_and_regressions_decode_without_finding():
     assert bench_fuzz.replay([FUZZ_DATA / "corpus", FUZZ_DATA / "regressions"]) >= 25
 
 
-def test_corpus_covers_every_mode_of_every_shipped_model():
-    from aecodec.weights import SHIPPED
+def test_corpus_covers_every_mode_of_every_released_model():
+    from aecodec.weights import RELEASES
 
     files = [aec.unpack(path.read_bytes())[0] for path in (FUZZ_DATA / "corpus").iterdir()]
-    for _, digest in SHIPPED.values():
-        assert {h.mode for h in files if h.model_id == bytes.fromhex(digest)[:8]} == set(aec.MODES)
+    for release in RELEASES.values():
+        assert {h.mode for h in files if h.model_id == release.model_id} == set(aec.MODES)
     assert sum(path.stat().st_size for path in (FUZZ_DATA / "corpus").iterdir()) < 100_000
 
 
