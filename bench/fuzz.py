@@ -57,12 +57,16 @@ def _file_crc_offset(data: bytes) -> int | None:
     """Where the file CRC sits, if the header can be walked that far (sizes unchecked)."""
     from aecodec.format import ByteReader
 
+    from aecodec.format import LOSSLESS_VERSION
+
     reader = ByteReader(data, "file")
     try:
-        reader.take(16)  # magic, version, mode, model id, quality
-        for _ in range(6):  # width, height, 4 stream lengths
+        lossless = reader.take(5)[4] == LOSSLESS_VERSION  # magic, version
+        reader.take(2 if lossless else 11)  # mode and coding, or mode, model id and quality
+        for _ in range(3 if lossless else 6):  # width, height, stream lengths
             reader.varint()
-        reader.take(4)  # symbols CRC
+        if not lossless:
+            reader.take(4)  # symbols CRC
     except Exception:
         return None
     return reader.pos if reader.pos + 4 <= len(data) else None
@@ -87,11 +91,13 @@ class Target:
         import aecodec
         from aecodec import entropy
         from aecodec.coder import BACKENDS
+        from aecodec.format import VERSION
         from aecodec.weights import RELEASES
 
         self.decode = aecodec.decode
         self.tiny = tiny
         self.released_ids = {release.model_id for release in RELEASES.values()}
+        self.learned_version = VERSION  # only learned files name a model
         self.backends = sorted(BACKENDS)
         # The symbols CRC the decoder computed last: what an attacker would write into the header.
         self.last_symbols_crc = None
@@ -104,7 +110,7 @@ class Target:
         self.recording = mock.patch.object(entropy, "symbols_crc", recording)
 
     def __call__(self, data: bytes) -> None:
-        if len(data) >= 14 and data[6:14] not in self.released_ids:
+        if len(data) >= 14 and data[4] == self.learned_version and data[6:14] not in self.released_ids:
             data = data[:6] + self.tiny.model_id + data[14:]
         weights = None if data[6:14] in self.released_ids else self.tiny
         data = with_checksums(data)
@@ -153,11 +159,18 @@ def make_seeds(out: Path, tiny) -> list[Path]:
                 image = (xx[..., None] * 7 + yy[..., None] * 3 * np.arange(1, channels + 1)) % 256
                 image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
                 quality = qualities[i % len(qualities)]
-                data = aecodec.encode(image if channels > 1 else image[..., 0], quality, weights=model)
+                data = aecodec.encode(image if channels > 1 else image[..., 0], quality, mode="learned", weights=model)
                 path = out / f"{name}-{mode}-{width}x{height}-q{quality:g}.aec"
                 path.write_bytes(data)
                 written.append(path)
-    return written
+    for mode in MODES:  # lossless files (format version 2): WebP lossless, and PNG for 16-bit grey
+        image = rng.integers(0, 256, size=(24, 16, len(mode)), dtype=np.uint8)
+        path = out / f"lossless-{mode}-16x24.aec"
+        path.write_bytes(aecodec.encode(image if len(mode) > 1 else image[..., 0], mode="lossless"))
+        written.append(path)
+    path = out / "lossless-I16-16x24.aec"
+    path.write_bytes(aecodec.encode(rng.integers(0, 65536, size=(24, 16), dtype=np.uint16), mode="lossless"))
+    return written + [path]
 
 
 def _files(paths) -> list[Path]:

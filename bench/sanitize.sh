@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 AECODEC_SANITIZE=1 AECODEC_CUDA=0 AECODEC_REQUIRE_EXT=1 python setup.py -q build_ext --inplace >build.log 2>&1 ||
   { tail -30 build.log; exit 1; }
-nm -D aecodec/_C*.so | grep -q __asan_report || { echo "the extension is not instrumented" >&2; exit 1; }
+nm -D aecodec/_C*.so | grep __asan_report >/dev/null || { echo "the extension is not instrumented" >&2; exit 1; }
 # libstdc++ too: the interpreter does not link it, and ASan's __cxa_throw interceptor needs it at start-up.
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

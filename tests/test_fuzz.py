@@ -78,7 +78,7 @@ def test_stream_decoders_survive_and_agree(tiny_model):
 
 @pytest.fixture(scope="module")
 def valid_file(tiny_model):
-    return aecodec.encode(natural_like(64, 80, seed=5), 4.0, weights=tiny_model)
+    return aecodec.encode(natural_like(64, 80, seed=5), 4.0, mode="learned", weights=tiny_model)
 
 
 def test_whole_decoder_survives_damaged_streams(tiny_model, valid_file):
@@ -113,6 +113,13 @@ def test_corpus_covers_every_mode_of_every_released_model():
     for release in RELEASES.values():
         assert {h.mode for h in files if h.model_id == release.model_id} == set(aec.MODES)
     assert sum(path.stat().st_size for path in (FUZZ_DATA / "corpus").iterdir()) < 100_000
+
+
+def test_harness_recomputes_the_file_crc_of_every_format_version():
+    for path in (FUZZ_DATA / "corpus").iterdir():
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF  # damage the payload: the file CRC no longer matches
+        aec.unpack(bench_fuzz.with_checksums(bytes(data)))
 
 
 def test_short_fuzz_run(tmp_path):
@@ -202,10 +209,21 @@ def test_more_escapes_than_escape_bytes_is_refused():
     assert reader.take(2) == [1, 2]
 
 
-def test_alpha_plane_of_another_size_is_refused_before_its_pixels_load():
-    """A PNG header declaring 9000x9000 (81 MP, under Pillow's bomb limit) and no pixel data: refused on its size, not by failing to load it."""
-    ihdr = struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)
+def _png_declaring(width: int, height: int) -> bytes:
+    """A greyscale PNG header declaring width x height, with no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_alpha_plane_of_another_size_is_refused_before_its_pixels_load():
+    """9000x9000 (81 MP, under Pillow's bomb limit): refused on its size, not by failing to load it."""
     with pytest.raises(DecodeError, match="does not match the image size"):
-        images.decode_alpha(png, 16, 16)
+        images.decode_alpha(_png_declaring(9000, 9000), 16, 16)
+
+
+def test_lossless_payload_of_another_size_is_refused_before_its_pixels_load():
+    from aecodec import lossless
+
+    with pytest.raises(DecodeError, match="a 9000x9000 image, its header says 16x16"):
+        lossless.decode("L", "png", 16, 16, _png_declaring(9000, 9000))
