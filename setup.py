@@ -2,7 +2,8 @@
 
 The extension is optional: if it fails to build, aecodec installs as pure Python and says so
 (AECODEC_REQUIRE_EXT=1 turns that into an error). Switches: AECODEC_NO_EXT=1 skips it;
-AECODEC_CUDA=auto|0|1 (auto: build the CUDA part when torch has CUDA and nvcc is found).
+AECODEC_CUDA=auto|0|1 (auto: build the CUDA part when torch has CUDA and nvcc is found);
+AECODEC_SANITIZE=1 builds the C++ with AddressSanitizer and UBSan (for bench/sanitize.sh, not for use).
 Install with `pip install --no-build-isolation -e .`: this file imports the installed torch.
 """
 
@@ -34,13 +35,20 @@ def extensions_and_cmdclass():
     sources = ["csrc/cpu.cpp", "csrc/bindings.cpp"]
     macros = []
     extra = {"cxx": ["-O3", "-g0"]}
+    link = []
+    if os.environ.get("AECODEC_SANITIZE") == "1":
+        # -fno-wrapv undoes Python's -fwrapv, under which signed overflow is defined and UBSan ignores it.
+        sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+        extra["cxx"] = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv", *sanitizers]
+        link = sanitizers
     if with_cuda:
         sources.append("csrc/cuda.cu")
         macros.append(("AEC_WITH_CUDA", None))
         extra["nvcc"] = ["-O3"]
-        ext = ce.CUDAExtension("aecodec._C", sources, define_macros=macros, extra_compile_args=extra)
+        ext = ce.CUDAExtension("aecodec._C", sources, define_macros=macros, extra_compile_args=extra,
+                               extra_link_args=link)
     else:
-        ext = ce.CppExtension("aecodec._C", sources, define_macros=macros, extra_compile_args=extra)
+        ext = ce.CppExtension("aecodec._C", sources, define_macros=macros, extra_compile_args=extra, extra_link_args=link)
 
     class BuildExt(ce.BuildExtension):
         """A failed build leaves a working pure-Python install (unless AECODEC_REQUIRE_EXT=1)."""

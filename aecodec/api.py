@@ -226,6 +226,8 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != bool(streams["alpha"]):
         raise DecodeError("alpha stream does not match the image mode")
+    with _stage("image"):  # before the expensive stages: a damaged alpha plane fails fast
+        alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
     pad_h, pad_w = -(-header.height // STRIDE) * STRIDE, -(-header.width // STRIDE) * STRIDE
     z_shape = (model.net.N, pad_h // STRIDE, pad_w // STRIDE)
     with _stage("entropy"):
@@ -235,7 +237,6 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
         x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.quality], device=dev), dtype)
     with _stage("image", dev):
         colour = images.from_network(x_hat, header.width, header.height)
-        alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
         if output == "pil":
             return images.assemble(header.mode, colour, alpha)
         return _array_output(images.assemble_array(header.mode, colour, alpha), output)

@@ -107,6 +107,7 @@ class LatentCoder:
         self.z_medians = model.z_medians().cpu()
         with one_thread():
             self.hyper = IntegerHyperSynthesis(model.h_s, gc.scale_table)
+        self.y_channels = model.M
 
     def _z_indexes(self, shape) -> np.ndarray:
         c, h, w = shape
@@ -131,6 +132,7 @@ class LatentCoder:
 
     def decode(self, streams: dict, z_shape, expected_crc: int, backend: str | None = None) -> torch.Tensor:
         """Streams -> y_hat (1, M, 4h, 4w) float32; raises DecodeError if anything disagrees."""
+        self.check_stream_sizes(streams, z_shape)
         escapes = EscapeReader(streams["escapes"])
         z_idx = self._z_indexes(z_shape)
         z_sym = coder.decode_stream(streams["z"], z_idx, self.z_tables, backend=backend)
@@ -145,6 +147,24 @@ class LatentCoder:
             raise DecodeError("decoded latents fail their checksum: corrupt file or a model mismatch")
         y_hat = torch.from_numpy(y_values) + y_means.double() * 2.0**-ACT_FRACTION
         return y_hat.float()
+
+
+    def check_stream_sizes(self, streams: dict, z_shape) -> None:
+        """Refuse streams too short for the declared image before decoding allocates or works for it.
+
+        No symbol codes in fewer bits than its table's most probable one (CdfTables.min_bits), and a rANS
+        stream is never shorter than its symbols' code lengths (measured >= 1.00x with 10 to 10**6 of the
+        cheapest symbols); asking for half of that bound leaves a wide margin."""
+        channels, h, w = z_shape
+        y_size = (h * STRIDE // Y_STRIDE) * (w * STRIDE // Y_STRIDE)
+        least_bits = {
+            "z": h * w * float(self.z_tables.min_bits()[:channels].sum()),
+            "y": self.y_channels * y_size * float(self.y_tables.min_bits().min()),
+        }
+        for name, bits in least_bits.items():
+            if 8 * len(streams[name]) < bits / 2:
+                raise DecodeError(f"{name} stream is too short for the image size in the header "
+                                  f"({len(streams[name])} bytes, at least {bits / 16:.0f} needed)")
 
 
 def zigzag(value: int) -> int:
@@ -164,6 +184,8 @@ class EscapeReader:
         self.reader = ByteReader(data, "escape stream")
 
     def take(self, n: int) -> list[int]:
+        if n > len(self.reader.data) - self.reader.pos:  # each escape takes at least one byte
+            raise DecodeError(f"escape stream is too short for its {n} escaped values")
         raw = [self.reader.varint() for _ in range(n)]
         values = [v // 2 if v % 2 == 0 else -(v + 1) // 2 for v in raw]
         if any(abs(v) > MAX_QUANTIZED for v in values):  # the encoder clamps there: this file is damaged

@@ -212,9 +212,11 @@ def decode_alpha(data: bytes, width: int, height: int) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
-            alpha = np.asarray(img)
+            # Checked before the pixels load: a small PNG may declare a huge plane.
+            if img.size != (width, height) or img.mode != "L":
+                raise DecodeError("alpha stream does not match the image size")
+            return np.asarray(img)
+    except DecodeError:
+        raise
     except Exception as exc:  # Pillow raises many types on damaged data
         raise DecodeError(f"alpha stream is corrupt: {exc}") from exc
-    if alpha.shape != (height, width) or alpha.dtype != np.uint8:
-        raise DecodeError("alpha stream does not match the image size")
-    return alpha

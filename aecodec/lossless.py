@@ -49,9 +49,13 @@ def decode(mode: str, coding: str, width: int, height: int, payload: bytes):
 
     try:
         with Image.open(io.BytesIO(payload), formats=[coding.upper()]) as img:
+            if img.size != (width, height):  # checked before the pixels load: a small payload may declare a huge image
+                raise DecodeError(f"lossless payload is a {img.width}x{img.height} image, its header says {width}x{height}")
             img.load()
             stored = img.mode
             array = np.asarray(img)
+    except DecodeError:
+        raise
     except Exception as exc:  # Pillow raises many types on damaged data
         raise DecodeError(f"lossless payload is corrupt: {exc}") from exc
     expected = {"L": ("RGB", "L"), "LA": ("RGBA", "LA"), "RGB": ("RGB",) * 2, "RGBA": ("RGBA",) * 2,

@@ -199,13 +199,11 @@ at::Tensor rans_decode(const at::Tensor& payload, const at::Tensor& lane_words, 
     throw std::invalid_argument("lut must be a contiguous int16 (T, 4096) tensor");
   const Tables t = make_tables(cdfs, lengths, reinterpret_cast<const uint16_t*>(lut.data_ptr<int16_t>()));
   const int64_t lanes = lane_words.numel();
+  if (lanes < 1) throw std::invalid_argument("a rANS stream has at least one lane");
   const int64_t* lw = lane_words.data_ptr<int64_t>();
-  std::vector<int64_t> offsets(lanes + 1, 0);
-  for (int64_t lane = 0; lane < lanes; ++lane) {
-    if (lw[lane] < 0) throw CorruptStream("rANS lane table is corrupt");
-    offsets[lane + 1] = offsets[lane] + 4 + 2 * lw[lane];
-  }
-  if (offsets[lanes] != payload.numel()) throw CorruptStream("rANS payload size does not match its lane table");
+  std::vector<int64_t> offsets(lanes);
+  if (!lane_offsets(lw, lanes, payload.numel(), offsets.data()))
+    throw CorruptStream("rANS payload size does not match its lane table");
 
   const int64_t n = indexes.numel();
   at::Tensor out = at::empty({n}, at::kInt);

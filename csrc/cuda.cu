@@ -82,16 +82,12 @@ at::Tensor rans_decode_cuda(const at::Tensor& payload, const at::Tensor& lane_wo
 
   // Lane offsets are validated on the host, so no kernel can read past the payload.
   const int64_t lanes = lane_words.numel();
+  if (lanes < 1) throw std::invalid_argument("a rANS stream has at least one lane");
   const int64_t* lw = lane_words.data_ptr<int64_t>();
   at::Tensor offsets = at::empty({lanes}, lane_words.options());
   int64_t* off = offsets.data_ptr<int64_t>();
-  int64_t total = 0;
-  for (int64_t lane = 0; lane < lanes; ++lane) {
-    if (lw[lane] < 0) throw CorruptStream("rANS lane table is corrupt");
-    off[lane] = total;
-    total += 4 + 2 * lw[lane];
-  }
-  if (total != payload.numel()) throw CorruptStream("rANS payload size does not match its lane table");
+  if (!lane_offsets(lw, lanes, payload.numel(), off))
+    throw CorruptStream("rANS payload size does not match its lane table");
 
   const int64_t n = indexes.numel();
   at::Tensor out = at::empty({n}, indexes.options());

@@ -82,6 +82,20 @@ AEC_HD inline uint32_t load_u16_le(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
 }
 
+// Byte offset of each stored lane (4-byte state + 2 bytes per word) in a payload of payload_bytes.
+// False unless every lane fits and together they fill the payload exactly: each word count is bounded
+// before it is added, so a hostile lane table (counts near 2^62) cannot overflow the sum and wrap
+// around to the payload's size.
+inline bool lane_offsets(const int64_t* words, int64_t lanes, int64_t payload_bytes, int64_t* offsets) {
+  int64_t used = 0;
+  for (int64_t lane = 0; lane < lanes; ++lane) {
+    if (words[lane] < 0 || payload_bytes - used < 4 || words[lane] > (payload_bytes - used - 4) / 2) return false;
+    offsets[lane] = used;
+    used += 4 + 2 * words[lane];
+  }
+  return used == payload_bytes;
+}
+
 // Decoder of one stored lane (data: 4 + 2 * words bytes). Never reads outside that range.
 struct LaneDecoder {
   uint64_t x;

@@ -1,21 +1,15 @@
 import numpy as np
 import pytest
-import torch
 
-from aecodec.model import AECModel
-from aecodec.weights import load, save_shipped
+from aecodec.weights import load
+from bench.fuzz import save_tiny_model
 
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """A tiny random model (fast), its gains raised so latents span many symbols, escapes included."""
-    torch.manual_seed(0)
-    net = AECModel(N=8, M=8)
-    with torch.no_grad():
-        net.log_gain.add_(4.0)
-        net.log_inv_gain.sub_(4.0)
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_shipped(net, path)
+    save_tiny_model(path)
     return path
 
 

@@ -65,11 +65,12 @@ def split_stream(data: bytes) -> tuple[np.ndarray, bytes]:
     lanes = reader.varint()
     if not 1 <= lanes <= MAX_LANES:
         raise DecodeError(f"rANS stream declares {lanes} lanes")
-    lane_words = np.array([reader.varint() for _ in range(lanes)], dtype=np.int64)
+    lane_words = [reader.varint() for _ in range(lanes)]
     payload = reader.rest()
-    if int((4 + 2 * lane_words).sum()) != len(payload):
+    # Python ints: a hostile count (up to 2**70) must neither overflow int64 nor wrap the sum around.
+    if sum(4 + 2 * words for words in lane_words) != len(payload):
         raise DecodeError("rANS stream length does not match its lane table")
-    return lane_words, payload
+    return np.array(lane_words, dtype=np.int64), payload
 
 
 def prepare(values, means, indexes, tables: CdfTables, backend: str | None = None):

@@ -85,6 +85,15 @@ class CdfTables:
             self._cache[key] = build(self)
         return self._cache[key]
 
+    def min_bits(self) -> np.ndarray:
+        """Per table, the code length in bits of its most probable symbol: the least any symbol coded with
+        it costs, so the least a stream of known size must hold (decoders check that before decoding)."""
+        def build(tables):
+            bits = tables.cached("code_lengths", _code_lengths)
+            return np.where(np.diff(tables.cdfs, axis=1) > 0, bits, np.inf).min(axis=1)
+
+        return self.cached("min_bits", build)
+
     def bucket_lut(self, bits: int = LUT_BITS) -> np.ndarray:
         """(T, 2**bits) uint16: the symbol owning the first slot of each bucket (the decoders' lookup)."""
         return self.cached(("bucket_lut", bits), lambda tables: _build_bucket_lut(tables, bits))
