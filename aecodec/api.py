@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import time
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from . import format as aec_format
 from . import image as images
 from . import lossless as lossless_coding
+from .effort import EFFORT_MAX_SAVING, check_effort, optimize_latents
 from .errors import DecodeError, OptionError
 from .network import STRIDE, lambda_for, synthesis_dtype
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, check_quality
@@ -70,7 +73,8 @@ def _model(weights) -> Model:
 
 
 def encode(image, quality: float | None = None, *, target_bpp: float | None = None, target_bytes: int | None = None,
-           mode: str = "auto", lossless: bool = False, weights=None, backend: str | None = None, device=None) -> bytes:
+           mode: str = "auto", lossless: bool = False, effort: int = 0, weights=None, backend: str | None = None,
+           device=None, progress: bool = False) -> bytes:
     """Compress an image to .aec bytes.
 
     image: a path, PIL image, NumPy array (H, W[, C]) uint8/uint16/float in [0, 1], or tensor ([1,] C, H, W).
@@ -84,10 +88,14 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
         or at most LOSSLESS_MAX_RATIO x bigger and worth its extra bits by the rate-distortion trade-off the
         quality stands for (see _prefer_lossless); with a rate target, the lossless file whenever it fits.
     lossless: True is mode="lossless".
+    effort: 0 (fastest, the default) to 3: spend encode time optimizing the latents for this image, for a
+        smaller learned file at the same fidelity (see aecodec.effort); every decoder reads the result.
     weights: a shipped model name, a weights file path or a loaded Model (default: the shipped model).
     backend: entropy coder, "python" or "native" (default: native when built).
     device: where the transforms run ("cpu", "cuda"; default: cuda when available).
+    progress: show a progress bar (on stderr) while effort > 0 optimizes.
     """
+    effort = check_effort(effort)
     if sum(v is not None for v in (quality, target_bpp, target_bytes)) > 1:
         raise OptionError("give one of quality, target_bpp and target_bytes")
     if lossless and mode not in ("auto", "lossless"):
@@ -115,9 +123,13 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
     with _stage("network", dev), torch.inference_mode():
         features = net.analysis_features(x)
 
-    def encode_at(quality: float) -> bytes:
+    def encode_at(quality: float, effort: int = effort) -> bytes:
         with _stage("network", dev), torch.inference_mode():
             y, z = net.latents_at(features, torch.tensor([quality], device=dev))
+        if effort:
+            with _stage("effort", dev):
+                y, z = optimize_latents(net, x, y, z, torch.tensor([quality], device=dev), effort,
+                                        picture.height, picture.width, progress)
         with _stage("entropy"):
             streams, symbols_crc = model.latents.encode(y, z, backend=backend)
         with _stage("container"):
@@ -141,7 +153,9 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
         exact = _lossless_file(picture)
         if len(exact) <= budget:  # nothing that fits is better than the image itself
             return exact
-    return _fit_budget(encode_at, budget)
+    if effort:
+        return _fit_budget_with_effort(encode_at, budget)
+    return _fit_budget(encode_at, budget)[1]
 
 
 def _lossless_file(picture: images.Picture) -> bytes:
@@ -168,24 +182,69 @@ def _prefer_lossless(picture: images.Picture, quality: float, decoded, learned_b
     return extra_bpp <= float(lambda_for(torch.tensor([quality]))) * mse
 
 
-def _fit_budget(encode_at, budget: float) -> bytes:
-    """The file of the highest quality, on a grid of RATE_SEARCH_STEP, that is at most `budget` bytes.
+def _quality_at(step: int) -> float:
+    return _as_stored(QUALITY_MIN + step * RATE_SEARCH_STEP)
+
+
+LAST_STEP = round((QUALITY_MAX - QUALITY_MIN) / RATE_SEARCH_STEP)
+
+
+def _fit_budget(encode_at, budget: float, low: int = 0) -> tuple[int, bytes]:
+    """(step, file) of the highest quality, on a grid of RATE_SEARCH_STEP from `low` up, whose file is at
+    most `budget` bytes.
 
     Bisection: file sizes grow with quality almost everywhere, and whatever it returns does fit."""
     def at(step: int) -> bytes:
-        return encode_at(_as_stored(QUALITY_MIN + step * RATE_SEARCH_STEP))
+        return encode_at(_quality_at(step))
 
-    low, high = 0, round((QUALITY_MAX - QUALITY_MIN) / RATE_SEARCH_STEP)
+    high = LAST_STEP
     best = at(low)
     if len(best) > budget:
-        raise OptionError(f"cannot fit {budget:.0f} bytes: the smallest file, at quality {QUALITY_MIN:g}, "
+        raise OptionError(f"cannot fit {budget:.0f} bytes: the smallest file, at quality {_quality_at(low):g}, "
                          f"takes {len(best)} bytes")
     top = at(high)
     if len(top) <= budget:
-        return top
+        return high, top
     while high - low > 1:  # invariant: at(low) fits (it is `best`), at(high) does not
         middle = (low + high) // 2
         data = at(middle)
+        if len(data) <= budget:
+            low, best = middle, data
+        else:
+            high = middle
+    return low, best
+
+
+def _fit_budget_with_effort(encode_at, budget: float) -> bytes:
+    """The rate search when each encode optimizes (costly): effort 0's cheap searches bracket the answer,
+    since effort saves bytes but less than EFFORT_MAX_SAVING, then a search with the effort encoder inside
+    the bracket, its probes placed by log-linear interpolation of the sizes (alternating with bisection,
+    so it never takes more than twice bisection's probes). Whatever it returns does fit."""
+    plain = functools.partial(encode_at, effort=0)
+    low, plain_best = _fit_budget(plain, budget)  # effort only shrinks files: the answer is at least this
+    cap, plain_cap = _fit_budget(plain, budget / (1 - EFFORT_MAX_SAVING), low)
+    best = encode_at(_quality_at(low))
+    if len(best) > budget:  # effort made this file larger: effort 0's answer is the best that fits
+        return plain_best
+    sizes = {low: len(best)}
+    # Above the bracket effort files are assumed too big: sizes there are extrapolated, never probed.
+    slope = math.log(len(plain_cap) / len(plain_best)) / (cap - low) if cap > low else math.log(1.5) / 100
+    high = cap + 1
+    if cap == LAST_STEP:
+        top = encode_at(_quality_at(cap))
+        if len(top) <= budget:
+            return top
+        high, sizes[cap] = cap, len(top)
+    interpolate = True
+    while high - low > 1:
+        middle = (low + high) // 2
+        if interpolate:
+            log_high = math.log(sizes[high]) if high in sizes else math.log(sizes[low]) + slope * (high - low)
+            fraction = (math.log(budget) - math.log(sizes[low])) / max(log_high - math.log(sizes[low]), 1e-9)
+            middle = min(high - 1, max(low + 1, round(low + fraction * (high - low))))
+        interpolate = not interpolate
+        data = encode_at(_quality_at(middle))
+        sizes[middle] = len(data)
         if len(data) <= budget:
             low, best = middle, data
         else:

@@ -59,7 +59,8 @@ def _read(path: Path) -> bytes:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def compress_file(src: Path, out: Path, rate: dict, weights, backend, force: bool) -> dict:
+def compress_file(src: Path, out: Path, rate: dict, weights, backend, force: bool, effort: int = 0,
+                  progress: bool = False) -> dict:
     """rate: the keyword arguments of encode() that set the coding and rate (mode=, and quality=, target_bpp=
     or target_bytes=)."""
     from .api import encode
@@ -67,16 +68,16 @@ def compress_file(src: Path, out: Path, rate: dict, weights, backend, force: boo
     if not src.is_file():
         raise CliError(f"{src}: no such file")
     with atomic_output(out, force) as tmp:
-        data = encode(src, **rate, weights=weights, backend=backend)
+        data = encode(src, **rate, effort=effort, weights=weights, backend=backend, progress=progress)
         tmp.write_bytes(data)
     return info(data)
 
 
 def _batch_job(job):
     """One file of a batch, in a worker process: (src, info or None, error message or None)."""
-    src, out, rate, weights, backend, force = job
+    src, out, rate, weights, backend, force, effort = job
     try:
-        return src, compress_file(src, out, rate, weights, backend, force), None
+        return src, compress_file(src, out, rate, weights, backend, force, effort), None
     except (AecError, OSError) as exc:
         return src, None, str(exc)
 
@@ -104,7 +105,7 @@ def cmd_compress(args) -> None:
         if len(args.inputs) != 2:
             raise CliError("give IN OUT, or several inputs (files or folders) with --output-dir DIR")
         src, out = map(Path, args.inputs)
-        meta = compress_file(src, out, rate, args.weights, args.backend, args.force)
+        meta = compress_file(src, out, rate, args.weights, args.backend, args.force, args.effort, not args.quiet)
         if not args.quiet:
             print(f"{src} -> {out}: {meta['bytes']} bytes, {meta['bpp']:.4f} bpp, {_coding(meta)}")
         return
@@ -115,7 +116,8 @@ def cmd_compress(args) -> None:
     stems = [p.stem for p in inputs]
     if len(set(stems)) != len(stems):
         raise CliError("two inputs share a name: their outputs would collide in --output-dir")
-    jobs = [(src, out_dir / f"{src.stem}.aec", rate, args.weights, args.backend, args.force) for src in inputs]
+    jobs = [(src, out_dir / f"{src.stem}.aec", rate, args.weights, args.backend, args.force, args.effort)
+            for src in inputs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -249,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coding: the learned model, lossless (exact), or auto (default): lossless when that is smaller, "
                         "or worth its extra bits at this quality (see README)")
     p.add_argument("--lossless", action="store_true", help="store the image exactly (same as --mode lossless)")
+    p.add_argument("--effort", "-e", type=int, default=0, metavar="0..3",
+                   help="encode time for smaller files at the same fidelity: 0 (default) fastest, 3 slowest "
+                        "and smallest; any decoder reads the result")
     common(p)
     p.set_defaults(run=cmd_compress)
 

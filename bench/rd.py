@@ -14,6 +14,12 @@ On Kodak (kodim01..24 in the folder) the plot also shows published CompressAI an
 instead scores aecodec's default (auto coding, default quality) image by image on bench.synthetic's
 drawings (and on DIR's photos, which must stay byte-identical to the learned path) against WebP at
 quality 80, WebP lossless and PNG, and writes OUT/table.md (default bench/results/synthetic).
+
+    python -m bench.rd --images DIR --effort 1,2,3 [--crop 256] [--qualities 2,4,6,8] [--limit N]
+
+instead compares aecodec's encoder effort levels: each level's PSNR BD-rate against effort 0 and
+its encode and decode time as a ratio of effort 0's, every level run side by side on each image and
+quality (centre crops of --crop pixels, so it fits a small CPU); writes effort.json and effort.md.
 """
 
 from __future__ import annotations
@@ -293,6 +299,62 @@ def synthetic_table(photos: list[Path], out: Path) -> list[dict]:
     return rows
 
 
+def center_crop(rgb: np.ndarray, side: int | None) -> np.ndarray:
+    if not side:
+        return rgb
+    h, w = rgb.shape[:2]
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return np.ascontiguousarray(rgb[top : top + side, left : left + side])
+
+
+def effort_run(images: list[Path], levels: list[int], qualities: list[float], crop: int | None) -> dict:
+    """level -> quality -> metrics averaged over images; each image and quality codes every level in turn."""
+    import aecodec
+    from tqdm import tqdm
+
+    model = aecodec.load_model()
+    points = {level: {q: [] for q in qualities} for level in levels}
+    jobs = [(path, q) for path in images for q in qualities]
+    for path, quality in tqdm(jobs, desc="effort", unit="image x quality"):
+        with Image.open(path) as img:
+            rgb = center_crop(np.asarray(img.convert("RGB")), crop)
+        for level in levels:
+            encode = lambda rgb, q, level=level: aecodec.encode(rgb, q, effort=level, weights=model)  # noqa: E731
+            decode = lambda data: np.asarray(aecodec.decode(data, weights=model))  # noqa: E731
+            points[level][quality].append(measure(encode, decode, rgb, quality))
+    return {level: {q: {k: float(np.mean([p[k] for p in runs])) for k in ("bpp", "psnr", "enc_s", "dec_s")}
+                    for q, runs in by_quality.items()} for level, by_quality in points.items()}
+
+
+def effort_table(averages: dict) -> str:
+    base = averages[0]
+    base_enc, base_dec = (sum(p[k] for p in base.values()) for k in ("enc_s", "dec_s"))
+    lines = ["| effort | BD-rate vs effort 0, PSNR, cubic (PCHIP) | encode time x effort 0 | decode time x effort 0 |",
+             "|---|---|---|---|"]
+    for level, curve in averages.items():
+        bpp, quality = [p["bpp"] for p in curve.values()], [p["psnr"] for p in curve.values()]
+        ref_bpp, ref_quality = [p["bpp"] for p in base.values()], [p["psnr"] for p in base.values()]
+        cubic, pchip = (bd_rate(ref_bpp, ref_quality, bpp, quality, m) for m in ("cubic", "pchip"))
+        enc, dec = (sum(p[k] for p in curve.values()) for k in ("enc_s", "dec_s"))
+        lines.append(f"| {level} | {cubic:+.1f} ({pchip:+.1f}) | {enc / base_enc:.1f} | {dec / base_dec:.2f} |")
+    return "\n".join(lines)
+
+
+def effort_main(args, images: list[Path], out: Path) -> dict:
+    levels = sorted({0, *map(int, args.effort.split(","))})
+    qualities = [float(q) for q in args.qualities.split(",")]
+    averages = effort_run(images, levels, qualities, args.crop)
+    table = effort_table(averages)
+    crop = f"{args.crop}x{args.crop} centre crops of " if args.crop else ""
+    header = f"aecodec encoder effort: {crop}{len(images)} images from {Path(args.images).name}, qualities {args.qualities}"
+    (out / "effort.json").write_text(json.dumps({"images": [p.name for p in images], "crop": args.crop,
+                                                 "levels": {str(k): v for k, v in averages.items()}}, indent=1))
+    (out / "effort.md").write_text(header + "\n\n" + table + "\n")
+    print(header)
+    print(table)
+    return averages
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", help="folder of images (PNG, PPM, BMP, TIFF)")
@@ -301,6 +363,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", help="output folder (default bench/results/<folder name>)")
     parser.add_argument("--codecs", default="aecodec,jpeg420,jpeg444,webp,avif,jxl")
     parser.add_argument("--limit", type=int, help="use only the first N images")
+    parser.add_argument("--effort", help="compare aecodec's encoder effort levels (e.g. 0,1,2,3) instead of codecs")
+    parser.add_argument("--qualities", default="2,4,6,8", help="with --effort: the qualities (default 2,4,6,8)")
+    parser.add_argument("--crop", type=int, default=256, help="with --effort: centre crops of this side (0: whole)")
     args = parser.parse_args(argv)
     if args.synthetic:
         photos = [] if args.images is None else sorted(p for p in Path(args.images).iterdir()
@@ -319,6 +384,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"error: unknown codecs {sorted(unknown)}; known: {sorted(codec_table())}")
     out = Path(args.out or Path(__file__).parent / "results" / folder.name)
     out.mkdir(parents=True, exist_ok=True)
+    if args.effort:
+        return effort_main(args, images, out)
 
     results = run(images, codecs, out)
     summary = summarize(results)

@@ -85,3 +85,20 @@ def test_timed_process_measures_wall_time_and_peak_memory():
     assert wall > 0 and peak_mb > 300
     with pytest.raises(RuntimeError, match="no such luck"):
         timed_process([sys.executable, "-c", "raise SystemExit('no such luck')"], ROOT)
+
+
+def test_rd_effort_levels(tmp_path, monkeypatch):
+    from aecodec import effort
+
+    monkeypatch.setattr(effort, "SCHEDULES", {1: effort.Schedule(3, 1e-2)})  # behaviour, not the gain
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(natural_like(48, 64)).save(images / "im0.png")
+    averages = rd.main(["--images", str(images), "--out", str(tmp_path / "out"), "--effort", "1",
+                        "--qualities", "2,4,6,8", "--crop", "32"])
+    assert set(averages) == {0, 1} and set(averages[1]) == {2.0, 4.0, 6.0, 8.0}
+    assert all(averages[1][q]["enc_s"] > 0 for q in averages[1])
+    table = (tmp_path / "out" / "effort.md").read_text()
+    assert "| 0 | +0.0 (+0.0) | 1.0 | 1.00 |" in table and "| 1 |" in table
+    saved = json.loads((tmp_path / "out" / "effort.json").read_text())
+    assert saved["crop"] == 32 and saved["levels"]["1"]["2.0"]["bpp"] == averages[1][2.0]["bpp"]

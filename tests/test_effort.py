@@ -1,0 +1,121 @@
+"""Encoder effort: latent optimization changes the encoder only; every decoder reads its files."""
+
+import numpy as np
+import pytest
+import torch
+
+import aecodec
+from aecodec import api, effort
+from aecodec.coder import BACKENDS
+from aecodec.model import lambda_for
+
+from conftest import natural_like
+
+
+def fast_schedules(monkeypatch):
+    """Few steps at every level: these tests check behaviour, not how much effort gains."""
+    monkeypatch.setattr(effort, "SCHEDULES", {1: effort.Schedule(3, 2e-2), 2: effort.Schedule(4, 2e-2),
+                                              3: effort.Schedule(5, 2e-2)})
+
+
+def rd_loss(data: bytes, original: np.ndarray, quality: float, model) -> float:
+    """The model's training loss for a real file: lambda * 255^2 * MSE + bits per pixel."""
+    decoded = np.asarray(aecodec.decode(data, weights=model)).astype(np.float64) / 255
+    mse = np.mean((decoded - original / 255) ** 2)
+    bpp = 8 * len(data) / (original.shape[0] * original.shape[1])
+    return float(lambda_for(torch.tensor([quality]))[0]) * 255**2 * mse + bpp
+
+
+def test_effort_zero_is_todays_encoder(tiny_model, photo, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("effort 0 must not optimize")
+
+    monkeypatch.setattr(api, "optimize_latents", never)
+    assert aecodec.encode(photo, 5, effort=0, weights=tiny_model) == aecodec.encode(photo, 5, weights=tiny_model)
+
+
+@pytest.mark.parametrize("level", [-1, 4, 1.5, True, "2"])
+def test_bad_effort_is_an_option_error(tiny_model, photo, level):
+    with pytest.raises(aecodec.OptionError, match="effort"):
+        aecodec.encode(photo, 5, effort=level, weights=tiny_model)
+
+
+def test_effort_files_decode_alike_with_every_backend(tiny_model, photo, monkeypatch):
+    fast_schedules(monkeypatch)
+    level = 3
+    data = aecodec.encode(photo, 5, effort=level, weights=tiny_model)
+    assert data != aecodec.encode(photo, 5, weights=tiny_model)  # the latents did change
+    for encoder in BACKENDS:  # deterministic: the same bytes from every coder, and run after run
+        assert aecodec.encode(photo, 5, effort=level, weights=tiny_model, backend=encoder) == data
+    images = [np.asarray(aecodec.decode(data, weights=tiny_model, backend=name)) for name in BACKENDS]
+    assert all(np.array_equal(image, images[0]) for image in images) and images[0].shape == photo.shape
+
+
+@pytest.mark.parametrize("quality", [3.0, 7.0])
+def test_effort_lowers_the_real_rd_loss(quality):
+    # The shipped model: what effort optimizes is its loss, and only a trained model has a gap to close.
+    model = aecodec.load_model()
+    img = natural_like(64, 64, seed=3)
+    base = rd_loss(aecodec.encode(img, quality, weights=model), img, quality, model)
+    optimized = rd_loss(aecodec.encode(img, quality, effort=1, weights=model), img, quality, model)
+    assert optimized < base
+
+
+def test_rate_search_with_effort_returns_the_best_file_that_fits(tiny_model, photo, monkeypatch):
+    fast_schedules(monkeypatch)
+    low, high = (len(aecodec.encode(photo, q, effort=1, weights=tiny_model)) for q in (3.0, 6.0))
+    budget = (low + high) // 2
+    data = aecodec.encode(photo, target_bytes=budget, effort=1, weights=tiny_model)
+    quality = aecodec.info(data)["quality"]
+    assert len(data) <= budget and 3.0 < quality < 6.0
+    assert data == aecodec.encode(photo, quality, effort=1, weights=tiny_model)  # an effort file
+    assert len(aecodec.encode(photo, round(quality + 0.01, 3), effort=1, weights=tiny_model)) > budget
+
+
+def test_tiled_synthesis_gives_the_untiled_gradient(tiny_model, monkeypatch):
+    """Big images run g_s on checkpointed tiles: the same values and gradients, bounded memory."""
+    net = tiny_model.net
+    torch.manual_seed(0)
+    y = torch.randn(1, net.M, 12, 9, requires_grad=True)
+    inv_gain = torch.ones(1, net.M, 1, 1)
+    expected = net.g_s(y)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), y)
+    monkeypatch.setattr(effort, "TILE", 64)  # 4x4 latent tiles
+    tiled = effort._synthesis(net, y, inv_gain)
+    (grad,) = torch.autograd.grad(tiled.square().sum(), y)
+    torch.testing.assert_close(tiled, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_interrupted_effort_encode_leaves_no_file(tmp_path, tiny_weights, monkeypatch):
+    from PIL import Image
+
+    from aecodec.cli import main
+
+    src, out = tmp_path / "in.png", tmp_path / "out.aec"
+    Image.fromarray(natural_like(40, 60)).save(src)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "optimize_latents", interrupted)
+    assert main(["compress", str(src), str(out), "--effort", "2", "--weights", str(tiny_weights), "-q"]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_cli_effort(tmp_path, tiny_weights, monkeypatch):
+    from PIL import Image
+
+    from aecodec.cli import main
+
+    fast_schedules(monkeypatch)
+    src = tmp_path / "in.png"
+    Image.fromarray(natural_like(40, 60)).save(src)
+    for level in (0, 2):
+        out = tmp_path / f"e{level}.aec"
+        assert main(["compress", str(src), str(out), "--effort", str(level), "--weights", str(tiny_weights), "-q"]) == 0
+        assert aecodec.decode(out.read_bytes(), weights=tiny_weights).size == (60, 40)
+    assert (tmp_path / "e0.aec").read_bytes() != (tmp_path / "e2.aec").read_bytes()
+    # checked by encode(), like the other options' values: an OptionError, exit code 1, no file
+    assert main(["compress", str(src), str(tmp_path / "x.aec"), "--effort", "4", "-q"]) == 1
+    assert not (tmp_path / "x.aec").exists()
