@@ -24,7 +24,8 @@ from .errors import OptionError
 from .model import TILE, TILE_MARGIN, Y_STRIDE, lambda_for, tiled
 
 EFFORT_MAX = 3
-# The rate search assumes effort saves less than this fraction of effort 0's bytes (measured: ~5-15 %).
+# The rate search assumes effort saves less than this fraction of effort 0's bytes at a quality
+# (Kodak crops: 1-10 %).
 EFFORT_MAX_SAVING = 0.3
 
 
@@ -44,13 +45,14 @@ class Schedule:
         return self.tau_start * (self.tau_end / self.tau_start) ** progress
 
     def learning_rate(self, step: int) -> float:
-        """Cosine decay towards a tenth: as the temperature falls the gradients grow faster than Adam's second
-        moment follows, and at a constant rate long runs undid their gains (25 steps: -4.2 % at best, +2.9 % at the end)."""
+        """Cosine decay towards a tenth: as the temperature falls the gradients grow faster than Adam's
+        second moment follows, and at a constant rate long runs undid their gains (25 steps: -4.2 % loss
+        at best, +2.9 % at the end)."""
         return self.lr * (0.55 + 0.45 * math.cos(math.pi * step / self.steps))
 
 
 # Effort level -> schedule, chosen by measurement (bench.rd --effort; README "Encoder effort").
-SCHEDULES = {1: Schedule(steps=3, lr=4e-2), 2: Schedule(steps=12, lr=4e-2), 3: Schedule(steps=40, lr=2e-2)}
+SCHEDULES = {1: Schedule(steps=3, lr=4e-2), 2: Schedule(steps=12, lr=4e-2), 3: Schedule(steps=100, lr=1e-2)}
 
 
 def check_effort(effort) -> int:
