@@ -52,7 +52,7 @@ class Schedule:
 
 
 # Effort level -> schedule, chosen by measurement (bench.rd --effort; README "Encoder effort").
-SCHEDULES = {1: Schedule(steps=3, lr=4e-2), 2: Schedule(steps=12, lr=4e-2), 3: Schedule(steps=100, lr=1e-2)}
+SCHEDULES = {1: Schedule(steps=3, lr=4e-2), 2: Schedule(steps=12, lr=4e-2), 3: Schedule(steps=40, lr=2e-2)}
 
 
 def check_effort(effort) -> int:
