@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .errors import OptionError
-from .model import TILE, TILE_MARGIN, Y_STRIDE, lambda_for, tiled
+from .network import TILE, TILE_MARGIN, Y_STRIDE, lambda_for, tiled
 
 EFFORT_MAX = 3
 # The rate search assumes effort saves less than this fraction of effort 0's bytes at a quality
@@ -72,6 +73,22 @@ def soft_round(values: Tensor, tau: float) -> Tensor:
     return low + torch.softmax(logits / tau, dim=-1)[..., 1]
 
 
+_TRAINING_MODELS = weakref.WeakKeyDictionary()  # coding Network -> its AECModel, made once per network
+
+
+def training_model(net, device: torch.device):
+    """compressai's AECModel holding `net`'s weights, frozen: the coding Network keeps the density models
+    that give the rate its gradient only as buffers. Its transforms compute what the Network's do."""
+    model = _TRAINING_MODELS.get(net)
+    if model is None:
+        from .model import AECModel
+
+        model = AECModel(**net.config)
+        model.load_state_dict({key: value.cpu() for key, value in net.state_dict().items()})
+        model = _TRAINING_MODELS[net] = model.eval().requires_grad_(False)
+    return model.to(device)
+
+
 def _z_likelihood(entropy_bottleneck, z: Tensor) -> Tensor:
     """The entropy bottleneck's likelihood of z as it is (compressai's forward would round or add noise)."""
     values = z.transpose(0, 1).reshape(z.shape[1], 1, -1)
@@ -93,6 +110,7 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
 
     Only the latents get gradients (the model's weights do not require any); runs on x's device."""
     schedule = SCHEDULES[effort]
+    net = training_model(net, x.device)
     _, inv_gain = net.gains(quality)
     lam = float(lambda_for(quality.cpu())[0]) * 255**2
     pixels = height * width
