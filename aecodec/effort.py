@@ -81,8 +81,10 @@ def training_model(net, device: torch.device):
     that give the rate its gradient only as buffers. Its transforms compute what the Network's do."""
     model = _TRAINING_MODELS.get(net)
     if model is None:
-        from .model import AECModel
-
+        try:
+            from .model import AECModel
+        except ImportError as exc:  # compressai comes with the train extra; coding at effort 0 needs none
+            raise OptionError(f"effort > 0 needs compressai (pip install 'aecodec[train]'): {exc}") from exc
         model = AECModel(**net.config)
         model.load_state_dict({key: value.cpu() for key, value in net.state_dict().items()})
         model = _TRAINING_MODELS[net] = model.eval().requires_grad_(False)

@@ -119,3 +119,14 @@ def test_cli_effort(tmp_path, tiny_weights, monkeypatch):
     # checked by encode(), like the other options' values: an OptionError, exit code 1, no file
     assert main(["compress", str(src), str(tmp_path / "x.aec"), "--effort", "4", "-q"]) == 1
     assert not (tmp_path / "x.aec").exists()
+
+
+def test_effort_without_compressai_is_a_clear_error(tiny_model, photo, monkeypatch):
+    import sys
+    import weakref
+
+    monkeypatch.setattr(effort, "_TRAINING_MODELS", weakref.WeakKeyDictionary())
+    monkeypatch.setitem(sys.modules, "aecodec.model", None)  # as if the train extra were not installed
+    with pytest.raises(aecodec.OptionError, match="compressai"):
+        aecodec.encode(photo, 5, effort=1, weights=tiny_model)
+    assert aecodec.encode(photo, 5, weights=tiny_model)  # effort 0 needs nothing more
