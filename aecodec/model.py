@@ -23,7 +23,7 @@ with warnings.catch_warnings():  # compressai's import-time torch.jit.script cal
     from compressai.models import MeanScaleHyperprior
     from compressai.ops import quantize_ste
 
-from .network import VariableRate, lambda_for  # noqa: F401  (lambda_for: re-exported for training)
+from .network import VariableRate, lambda_for, run_in  # noqa: F401  (lambda_for: re-exported for training)
 from .quality import LAMBDAS
 
 
@@ -56,12 +56,8 @@ class AECModel(VariableRate, MeanScaleHyperprior):
         return {"N": self.N, "M": self.M}
 
     def _transform(self, transform, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """transform(x), under autocast in dtype (default: transform_dtype) unless float32; float32 out."""
-        dtype = dtype or self.transform_dtype
-        if dtype in (None, torch.float32):
-            return transform(x)
-        with torch.autocast(x.device.type, dtype=dtype):
-            return transform(x).float()
+        """transform(x) as float32, computed in dtype (default: transform_dtype; see network.run_in)."""
+        return run_in(transform, x, dtype or self.transform_dtype)
 
     def hyper_synthesis(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """z_hat -> (scales, means) of y's Gaussian conditional, in float."""
