@@ -23,7 +23,7 @@ with warnings.catch_warnings():  # compressai's import-time torch.jit.script cal
     from compressai.models import MeanScaleHyperprior
     from compressai.ops import quantize_ste
 
-from .network import VariableRate, lambda_for, run_in  # noqa: F401  (lambda_for: re-exported for training)
+from .network import VariableRate, run_in
 from .quality import LAMBDAS
 
 

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .image import IMAGE_SUFFIXES
-from .model import AECModel, lambda_for
+from .model import AECModel
+from .network import lambda_for
 from .quality import QUALITY_MAX, QUALITY_MIN
 
 
@@ -88,8 +89,10 @@ def widen(small: AECModel, N: int, M: int, seed: int = 0) -> AECModel:
     """
     if N < small.N or M < small.M:
         raise SystemExit(f"error: can only widen, not shrink ({small.N}/{small.M} -> {N}/{M})")
-    torch.manual_seed(seed)
-    big = AECModel(N, M)
+    with torch.random.fork_rng():  # the new channels' draws leave the caller's (per-rank) RNG as it was
+        torch.manual_seed(seed)
+        big = AECModel(N, M)
+        new_y_noise = torch.randn_like(big.g_s[0].weight[small.M :])
     n_old, m_old, rgb = torch.arange(small.N), torch.arange(small.M), torch.arange(3)
     hs_hidden = torch.arange(small.M * 3 // 2)
     hs_out = torch.cat([m_old, M + m_old])  # h_s ends in [scales | means], M each
@@ -125,7 +128,7 @@ def widen(small: AECModel, N: int, M: int, seed: int = 0) -> AECModel:
     # g_s sees the new y channels through small random weights: y_hat is 0 there at first, so the
     # output is unchanged, but the gradient reaches those channels and lets them grow.
     new_y = big.g_s[0].weight[small.M :]
-    new_y.copy_(tiny * small.g_s[0].weight.std() * torch.randn_like(new_y))
+    new_y.copy_(tiny * small.g_s[0].weight.std() * new_y_noise)
 
     old_params = dict(small.entropy_bottleneck.named_parameters())
     source = torch.arange(N) % small.N  # new z channels start with an old channel's density

@@ -7,7 +7,7 @@ import torch
 import aecodec
 from aecodec import api, effort
 from aecodec.coder import BACKENDS
-from aecodec.model import lambda_for
+from aecodec.network import lambda_for
 
 from conftest import natural_like
 

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import aecodec
-from aecodec.model import AECModel, lambda_for
+from aecodec.model import AECModel
+from aecodec.network import lambda_for
 from aecodec.quality import LAMBDAS, QUALITY_MAX, QUALITY_MIN
 from aecodec.train import add_arguments, train
 from aecodec.weights import SCALE_LEVELS
