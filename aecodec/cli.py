@@ -285,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run() -> None:
+    """The console command: main(), then, for every command but train, os._exit. After `import torch` the
+    interpreter's own shutdown takes ~0.9 s and ~130 MB more memory here (`python -c "import torch"`:
+    2.9 s, 652 MB; with os._exit: 2.0 s, 524 MB), and a finished command has nothing left for it to do:
+    its files are closed and renamed into place. Training keeps the normal exit, which flushes its logs."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if "train" in argv[:1]:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -307,4 +322,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -189,7 +189,10 @@ class GDN(nn.Module):
         beta = self.beta_reparam(self.beta).to(x.dtype)
         gamma = self.gamma_reparam(self.gamma).reshape(channels, channels, 1, 1).to(x.dtype)
         norm = F.conv2d(x * x, gamma, beta)
-        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
+        if torch.is_grad_enabled():
+            return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
+        # The same values without two more full-size tensors (GDN is ~1/3 of g_a's time at 768x512).
+        return (norm.sqrt_() if self.inverse else norm.rsqrt_()).mul_(x)
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:

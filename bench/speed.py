@@ -68,7 +68,7 @@ def cli_runs(sources: dict[str, Path], checkouts: dict[str, Path], repeats: int,
                   "peak_rss_mb": max(m for _, m in runs)} for key, runs in times.items()}
 
 
-def api_and_peers(png: Path, quality: float, repeats: int) -> dict:
+def api_and_peers(png: Path, quality: float, repeats: int, model_name: str | None = None) -> dict:
     """Seconds (median) to encode and decode the image with aecodec's API (model loaded, warm), and with
     AVIF and JPEG XL at their settings nearest aecodec's bpp."""
     import numpy as np
@@ -78,7 +78,7 @@ def api_and_peers(png: Path, quality: float, repeats: int) -> dict:
     from bench.rd import codec_table
 
     rgb = np.asarray(Image.open(png).convert("RGB"))
-    model = aecodec.load_model()
+    model = aecodec.load_model(model_name)
     codecs = {"aecodec": (lambda a, q: aecodec.encode(a, q, weights=model),
                           lambda d: aecodec.decode(d, weights=model, output="numpy"), quality)}
     target_bytes = len(codecs["aecodec"][0](rgb, quality))
@@ -87,6 +87,7 @@ def api_and_peers(png: Path, quality: float, repeats: int) -> dict:
         encode, decode = factory()
         nearest = min(settings, key=lambda s: abs(len(encode(rgb, s)) - target_bytes))
         codecs[name] = (encode, decode, nearest)
+    codecs.update(compressai_hyperprior(rgb))
     results = {}
     for name, (encode, decode, setting) in codecs.items():
         enc, dec = [], []
@@ -97,12 +98,39 @@ def api_and_peers(png: Path, quality: float, repeats: int) -> dict:
             decode(data)
             enc.append(middle - start)
             dec.append(time.perf_counter() - middle)
-        results[name] = {"setting": setting, "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1]),
+        size = len(data) if isinstance(data, bytes) else sum(len(b) for strings in data["strings"] for b in strings)
+        results[name] = {"setting": setting, "bpp": 8 * size / (rgb.shape[0] * rgb.shape[1]),
                          "encode_s": statistics.median(enc[1:]), "decode_s": statistics.median(dec[1:])}
     return results
 
 
-def worker(op: str, src: str, dst: str, backend: str, device: str, quality: float, repeats: int) -> dict:
+def compressai_hyperprior(rgb) -> dict:
+    """compressai's bmshj2018-hyperprior (N=128, M=192) as a peer, when the train extra is installed.
+    Its weights are untrained (the zoo's need a download): the transforms and the coder do the same work
+    whatever the weights, so only its times mean anything, not its bpp."""
+    try:
+        import torch
+        from compressai.zoo import bmshj2018_hyperprior
+    except ImportError:
+        return {}
+    net = bmshj2018_hyperprior(quality=5, pretrained=False).eval()
+    net.update(force=True)
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    pad_h, pad_w = -rgb.shape[0] % 64, -rgb.shape[1] % 64
+
+    def encode(array, _setting):
+        with torch.inference_mode():
+            return net.compress(torch.nn.functional.pad(x, (0, pad_w, 0, pad_h)))
+
+    def decode(out):
+        with torch.inference_mode():
+            x_hat = net.decompress(out["strings"], out["shape"])["x_hat"][..., :rgb.shape[0], :rgb.shape[1]]
+            return (x_hat[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    return {"compressai bmshj2018-hyperprior (untrained)": (encode, decode, 5)}
+
+
+def worker(op: str, src: str, dst: str, backend: str, device: str, quality: float, repeats: int, model_name: str | None) -> dict:
     import torch
     from PIL import Image
 
@@ -110,7 +138,7 @@ def worker(op: str, src: str, dst: str, backend: str, device: str, quality: floa
     from aecodec.api import record_stages
     from aecodec.cli import PNG_LEVEL
 
-    model = aecodec.load_model()
+    model = aecodec.load_model(model_name)
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     runs = []
     for _ in range(repeats + 1):  # the first run warms up
@@ -148,6 +176,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quality", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json")
+    parser.add_argument("--model", help="released model (or weights file) for the API and stage timings (default: the "
+                        "default model; the CLI runs always use it)")
     parser.add_argument("--sizes", default="3840x2160", help="comma-separated WxH resizes of the image to time too "
                         "(e.g. 3840x2160,6000x4000); the image's own size always runs")
     parser.add_argument("--backends", default="python,C++,CUDA", help="subset of python,C++,CUDA")
@@ -159,7 +189,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.worker:
         op, src, dst, backend, device, out = args.worker
-        Path(out).write_text(json.dumps(worker(op, src, dst, backend, device, args.quality, args.repeats)))
+        Path(out).write_text(json.dumps(worker(op, src, dst, backend, device, args.quality, args.repeats, args.model)))
         return {}
 
     from PIL import Image
@@ -188,7 +218,7 @@ def main(argv=None) -> dict:
         checkouts = {"this": ROOT, **({"against": Path(args.against).resolve()} if args.against else {})}
         cli_sources = {size: png for size, png in sources.items() if size == own or size in args.cli_sizes.split(",")}
         results["cli"] = cli_runs(cli_sources, checkouts, args.repeats, args.quality, Path(tmp))
-        results["api"] = api_and_peers(sources[own], args.quality, args.repeats)
+        results["api"] = api_and_peers(sources[own], args.quality, args.repeats, args.model)
         print_cli_and_api(results, checkouts)
         if not args.skip_stages:
             results["stages"] = stage_runs(args, sources, backends, Path(tmp))
@@ -210,7 +240,7 @@ def stage_runs(args, sources: dict, backends: list, tmp: Path) -> dict:
                 out = tmp / "result.json"
                 env = dict(os.environ, AECODEC_BACKEND="python" if backend == "python" else "")
                 cmd = [sys.executable, "-m", "bench.speed", "--image", args.image, "--quality", str(args.quality),
-                       "--repeats", str(args.repeats), "--worker", op, str(src), str(dst), backend, device, str(out)]
+                       "--repeats", str(args.repeats), *(["--model", args.model] if args.model else []), "--worker", op, str(src), str(dst), backend, device, str(out)]
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT)
                 results[f"{size} | {label} | {op}"] = json.loads(out.read_text())
                 print(f"{size} {label} {op}: {results[f'{size} | {label} | {op}']['total']:.3f} s", flush=True)
