@@ -116,7 +116,8 @@ def run_in(transform: nn.Sequential, x: Tensor, dtype: torch.dtype | None) -> Te
     if dtype in (None, torch.float32):
         return transform(x)
     with torch.autocast(x.device.type, dtype=dtype):
-        hidden = transform[:-1](x)
+        # channels-last: oneDNN's fast bf16 path (g_a at 768x512: 1.5x faster than the default layout)
+        hidden = transform[:-1](x.contiguous(memory_format=torch.channels_last))
     return transform[-1](hidden.float())
 
 
@@ -253,7 +254,7 @@ class Network(VariableRate, nn.Module):
         """The network holding AECModel's state dict, floating-point tensors as float32 (KeyError or
         RuntimeError name what is missing or misshapen), frozen for inference."""
         with one_thread():
-            state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+            state_dict = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
         with torch.device("meta"):  # no random initialisation of weights the state dict replaces
             net = cls(N, M)
         # The gain tables' row count (anchor qualities) comes from the weights, like the entropy tables.

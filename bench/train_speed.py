@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from aecodec.model import AECModel
-from aecodec.train import load_images, optimizers, random_qualities, rd_loss, sample_batch, train_step, widen
+from aecodec.train import load_images, optimizers, random_qualities, rd_loss, sample_batch, train_step, trainable, widen
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -28,7 +28,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 def start_model(args) -> AECModel:
     torch.manual_seed(args.seed)
     if args.init_from:
-        return widen(AECModel.from_weights(args.init_from), args.N, args.M, seed=args.seed).train().requires_grad_(True)
+        return widen(AECModel.from_weights(args.init_from), args.N, args.M, seed=args.seed)
     return AECModel(args.N, args.M)
 
 
@@ -38,6 +38,7 @@ def batches(images, count: int, args, seed: int) -> list[tuple[torch.Tensor, tor
 
 
 def trainer(model: AECModel, precision: str, lr: float):
+    trainable(model)
     model.transform_dtype = PRECISIONS[precision]
     optimizer, aux_optimizer = optimizers(model, lr)
     return lambda x, q: train_step(model, model, optimizer, aux_optimizer, x, q)

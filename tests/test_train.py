@@ -58,6 +58,11 @@ def test_train_resume_is_exact_and_exports(tmp_path):
     assert out.size == (64, 64)
     shipped = torch.load(straight, weights_only=True)["state_dict"]
     assert shipped["gaussian_conditional.scale_table"].numel() == SCALE_LEVELS  # the finer table, not compressai's 64
+    # training runs its weights channels-last; the file holds the default layout, and so does the coding network
+    trained = torch.load(straight.with_name("straight.pt.train.pt"), weights_only=False)["model"]
+    assert not trained["g_a.0.weight"].is_contiguous()
+    assert all(v.is_contiguous() for v in shipped.values())
+    assert all(p.is_contiguous() for p in aecodec.load_model(straight).net.parameters())
 
     # a state whose gain table has another number of qualities is refused with a message, not a traceback
     state_path = resumed.with_name("resumed.pt.train.pt")

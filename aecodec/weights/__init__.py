@@ -89,7 +89,8 @@ def save_shipped(model, path: Path) -> None:
     # these values). Buffers and the entropy models stay float32: in float16 the likelihood bound 1e-9
     # became 0, GDN's pedestal too, and the scale table drifted from the one the CDFs were built from.
     half = {name for name, _ in model.named_parameters() if name.startswith(HALF_PRECISION_PARTS)}
-    state = {k: v.half() if k in half else v for k, v in model.state_dict().items()}
+    # contiguous: training keeps its convolutions' weights channels-last; files hold the default layout.
+    state = {k: (v.half() if k in half else v).contiguous() for k, v in model.state_dict().items()}
     torch.save({"format": FORMAT_TAG, "config": model.config, "state_dict": state}, tmp)
     os.replace(tmp, path)
 
