@@ -1,10 +1,12 @@
-"""Write the conformance files of a released model: python -m bench.conformance --model NAME.
+"""Write conformance files: python -m bench.conformance --model NAME | --lossless.
 
-Run once, when a model is released (docs/FORMAT.md, "Conformance files"): it writes
+--model: run once, when a model is released (docs/FORMAT.md, "Conformance files"): it writes
 tests/data/conformance/NAME/ with a handful of small .aec files (RGB, RGBA, L, LA, an odd size, the
 lowest and highest quality), the pixels each decodes to (PNG) and manifest.json. The test suite then
 checks that every later aecodec decodes them to those pixels (within 1 level: the synthesis is float).
-Never regenerate the files of a model that was already released: they are what its users have.
+--lossless: the lossless coding's files, tests/data/conformance/lossless/NAME.aec and the pixels each
+must decode to exactly (NAME.npy), one per mode; written by aecodec 0.2.0.
+Never regenerate files a release already shipped: they are what its users have.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import aecodec
 from aecodec.format import unpack
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "data" / "conformance"
+LOSSLESS = "lossless"  # ROOT's folder of lossless files (a model's folder is named after the model)
 
 # name, mode, width, height, quality
 CASES = [
@@ -52,15 +55,43 @@ def test_pattern(height: int, width: int, seed: int) -> np.ndarray:
     return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
+def lossless_images() -> dict[str, np.ndarray]:
+    """Name -> pixels: every lossless mode, with flat areas, edges, noise and (for alpha) fully transparent colour."""
+    rng = np.random.default_rng(2026)
+    height, width = 12, 16
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[:, : width // 2] = (200, 30, 60)
+    rgb[height // 2 :] = rng.integers(0, 256, (height - height // 2, width, 3))
+    alpha = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
+    alpha[:, :3] = 0  # colour under alpha 0 must survive too
+    grey16 = (rng.integers(0, 65536, (height, width)) & ~0xFF | np.arange(width)).astype(np.uint16)
+    return {"L": rgb[:, :, 1], "LA": np.dstack([rgb[:, :, 1], alpha]), "RGB": rgb, "RGBA": np.dstack([rgb, alpha]),
+            "I16": grey16}
+
+
+def write_lossless(out: Path) -> None:
+    """NAME.aec and NAME.npy for each of lossless_images(): only decoding is pinned, since the .aec
+    bytes depend on the libwebp/zlib that wrote them."""
+    for name, pixels in lossless_images().items():
+        (out / f"{name}.aec").write_bytes(aecodec.encode(pixels, lossless=True))
+        np.save(out / f"{name}.npy", pixels)
+    print(f"wrote {len(lossless_images())} lossless files to {out}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a released model's name")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a released model's name")
+    which.add_argument("--lossless", action="store_true", help="the lossless coding's files")
     parser.add_argument("--force", action="store_true", help="replace existing files (only before the release)")
     args = parser.parse_args(argv)
-    out = ROOT / args.model
+    out = ROOT / (LOSSLESS if args.lossless else args.model)
     if out.exists() and not args.force:
-        raise SystemExit(f"{out} exists: conformance files of a released model are never regenerated")
+        raise SystemExit(f"{out} exists: conformance files a release shipped are never regenerated")
     out.mkdir(parents=True, exist_ok=True)
+    if args.lossless:
+        write_lossless(out)
+        return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(aecodec.__file__).parent).stdout.strip()
     manifest = {"model": args.model, "written_by": f"aecodec {aecodec.__version__} ({commit})", "files": []}

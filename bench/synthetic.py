@@ -149,3 +149,21 @@ def document_scan(width: int = 768, height: int = 512, seed: int = 0) -> np.ndar
 
 SYNTHETIC = {"ui": ui_screenshot, "chart": pillow_chart, "plot": matplotlib_chart, "lineart": line_art,
              "document": document_scan}
+
+
+def main(argv=None) -> None:
+    """python -m bench.synthetic DIR: write every drawing as DIR/NAME.png, e.g. for `bench.rd --images DIR`."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder")
+    folder = Path(parser.parse_args(argv).folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, draw in SYNTHETIC.items():
+        Image.fromarray(draw()).save(folder / f"{name}.png")
+        print(f"wrote {folder / name}.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -76,8 +76,27 @@ def test_synthetic_table(tmp_path, monkeypatch):
     assert art["coding"] == "lossless (webp)" and art["psnr"] == float("inf") and art["meets"]
     assert photo["coding"] == "learned" and photo["learned_identical"] and photo["meets"] is None
     assert art["png"] > 100  # a real PNG's size, not a stream position
+    assert art["webp_same_size_psnr"] is None and photo["webp_same_size_psnr"] > 20
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| lineart |" in table and "exact" in table and "= learned" in table
+
+
+def test_webp_within_finds_the_largest_webp_that_fits():
+    rgb = natural_like(64, 96)
+    size_at = lambda quality: rd._sizes_and_psnr(rgb, "WEBP", quality=quality)  # noqa: E731
+    budget, _ = size_at(50)
+    size, quality = rd._webp_within(rgb, budget)
+    assert size_at(50)[0] <= size <= budget and quality >= size_at(50)[1]
+    assert rd._webp_within(rgb, size_at(0)[0] - 1) is None
+
+
+def test_synthetic_drawings_written_as_png(tmp_path, monkeypatch):
+    from bench import synthetic
+
+    monkeypatch.setattr(synthetic, "SYNTHETIC", {"chart": lambda: synthetic.pillow_chart(48, 32)})
+    synthetic.main([str(tmp_path / "drawings")])
+    with Image.open(tmp_path / "drawings" / "chart.png") as img:
+        assert np.array_equal(np.asarray(img), synthetic.pillow_chart(48, 32))
 
 
 def test_timed_process_measures_wall_time_and_peak_memory():

@@ -174,3 +174,17 @@ def test_conformance(name):
     out = aecodec.decode(data)
     assert out.mode == {"I16": "I;16"}.get(name, name)
     np.testing.assert_array_equal(_pixels(out), expected)
+
+
+def test_conformance_generator_is_the_one_that_wrote_them(tmp_path):
+    """bench.conformance --lossless draws the shipped pixels, its files decode to them, and it never
+    overwrites the shipped folder."""
+    from bench import conformance
+
+    conformance.write_lossless(tmp_path)
+    for name in ("L", "LA", "RGB", "RGBA", "I16"):
+        expected = np.load(CONFORMANCE / f"{name}.npy")
+        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), expected)
+        np.testing.assert_array_equal(_pixels(aecodec.decode((tmp_path / f"{name}.aec").read_bytes())), expected)
+    with pytest.raises(SystemExit, match="never regenerated"):
+        conformance.main(["--lossless"])
