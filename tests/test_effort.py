@@ -81,7 +81,7 @@ def test_tiled_synthesis_gives_the_untiled_gradient(tiny_model, monkeypatch):
     expected = net.g_s(y)
     (expected_grad,) = torch.autograd.grad(expected.square().sum(), y)
     monkeypatch.setattr(effort, "TILE", 64)  # 4x4 latent tiles
-    tiled = effort._synthesis(net, y, inv_gain)
+    tiled = effort._synthesis(net, y, inv_gain, None)
     (grad,) = torch.autograd.grad(tiled.square().sum(), y)
     torch.testing.assert_close(tiled, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
@@ -130,3 +130,27 @@ def test_effort_without_compressai_is_a_clear_error(tiny_model, photo, monkeypat
     with pytest.raises(aecodec.OptionError, match="compressai"):
         aecodec.encode(photo, 5, effort=1, weights=tiny_model)
     assert aecodec.encode(photo, 5, weights=tiny_model)  # effort 0 needs nothing more
+
+
+def test_effort_keeps_ga_latents_when_optimizing_only_hurts(tiny_model, photo, monkeypatch):
+    """The exact loss of g_a's latents is the bar: a run whose every check is worse (a step size of
+    a hundred quantization bins) gives effort 0's file, byte for byte."""
+    monkeypatch.setattr(effort, "SCHEDULES", {1: effort.Schedule(4, 100.0, checks=2)})
+    assert aecodec.encode(photo, 5, effort=1, weights=tiny_model) == aecodec.encode(photo, 5, weights=tiny_model)
+
+
+@pytest.mark.parametrize("steps, checks", [(3, 1), (7, 2), (40, 4), (5, 8)])
+def test_schedule_checks_are_spread_and_include_the_last_step(steps, checks):
+    schedule = effort.Schedule(steps, 1e-2, checks=checks)
+    checked = [step for step in range(steps) if schedule.is_check(step)]
+    assert len(checked) == min(steps, checks) and checked[-1] == steps - 1
+
+
+def test_soft_round_tends_to_rounding_and_keeps_a_gradient():
+    values = torch.tensor([-1.7, -0.2, 0.3, 0.45, 0.55, 2.9], requires_grad=True)
+    assert torch.equal(effort.soft_round(values, None), values.detach().round())
+    torch.testing.assert_close(effort.soft_round(values, 0.01), values.detach().round(), atol=1e-4, rtol=0)
+    soft = effort.soft_round(values, 0.5)
+    assert torch.all((soft - values.detach().floor()).abs() < 1)  # between floor and ceil
+    (grad,) = torch.autograd.grad(soft.sum(), values)
+    assert torch.all(grad > 0)
