@@ -8,9 +8,9 @@ temperature falls towards hard rounding (here only to 0.25, and tau divides the 
 RelaxedOneHotCategorical divides twice). With the few steps an encoder can afford, the noise-free form
 lowered the real loss more than SGA's draws (32 steps on a training crop: -6.2 % against -4.8 %), and
 straight-through rounding in the synthesis did worse than either. The latents with the lowest exact loss
-(hard rounding) among g_a's and a few checkpoints are kept, so effort never raises the model's loss.
-The optimized latents then take the ordinary encoder path
-(z rounded, integer hyper-synthesis, y rounded around its means), so the file is an ordinary .aec.
+(hard rounding, bits from the likelihoods) among g_a's and a few checkpoints are kept, so effort never
+raises the model's estimate of the loss. They then take the ordinary encoder path (z rounded, integer
+hyper-synthesis, y rounded around its means), so the file is an ordinary .aec.
 """
 
 from __future__ import annotations
