@@ -218,10 +218,13 @@ def main(argv=None) -> dict:
         checkouts = {"this": ROOT, **({"against": Path(args.against).resolve()} if args.against else {})}
         cli_sources = {size: png for size, png in sources.items() if size == own or size in args.cli_sizes.split(",")}
         results["cli"] = cli_runs(cli_sources, checkouts, args.repeats, args.quality, Path(tmp))
+        # Stage workers before the API peers load models here: a child's peak RSS counts the memory
+        # of the parent it was forked from (Linux keeps the high-water mark across exec).
+        if not args.skip_stages:
+            results["stages"] = stage_runs(args, sources, backends, Path(tmp))
         results["api"] = api_and_peers(sources[own], args.quality, args.repeats, args.model)
         print_cli_and_api(results, checkouts)
         if not args.skip_stages:
-            results["stages"] = stage_runs(args, sources, backends, Path(tmp))
             print_stages(args, results["stages"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
