@@ -121,3 +121,26 @@ def test_rd_effort_levels(tmp_path, monkeypatch):
     assert "| 0 | +0.0 (+0.0) | 1.0 | 1.00 |" in table and "| 1 |" in table
     saved = json.loads((tmp_path / "out" / "effort.json").read_text())
     assert saved["crop"] == 32 and saved["levels"]["1"]["2.0"]["bpp"] == averages[1][2.0]["bpp"]
+
+
+def test_checkpoint_scores_a_training_state_against_weights(tmp_path, tiny_weights, capsys):
+    """bench.checkpoint reads a training state and a weights file; the same model scores 0 % against itself."""
+    import torch
+
+    from bench import checkpoint
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for seed in range(2):
+        Image.fromarray(natural_like(64, 80, seed=seed)).save(images / f"im{seed}.png")
+    model, _ = checkpoint.load(str(tiny_weights))
+    state = tmp_path / "run.pt.train.pt"
+    torch.save({"config": model.config, "model": model.state_dict(), "step": 7}, state)
+    results = checkpoint.main([str(state), "--images", str(images), "--against", str(tiny_weights),
+                               "--limit", "2", "--crop", "64", "--qualities", "2,9"])
+    ours, reference = results["run.pt.train.pt step 7"], results["tiny.pt"]
+    assert ours.keys() == {2.0, 9.0}
+    for q in ours:
+        assert ours[q]["loss"] == pytest.approx(reference[q]["loss"])
+    assert ours[9.0]["bpp"] > ours[2.0]["bpp"]
+    assert "+0.0 %" in capsys.readouterr().out
