@@ -335,6 +335,12 @@ def effort_run(images: list[Path], levels: list[int], qualities: list[float], cr
     model = aecodec.load_model()
     points = {level: {q: [] for q in qualities} for level in levels}
     jobs = [(path, q) for path in images for q in qualities]
+    # One untimed encode per level first: effort > 0 builds its differentiable model once per process
+    # (~3 s with compressai's import), a start-up cost, not a per-image one.
+    with Image.open(images[0]) as img:
+        first = center_crop(np.asarray(img.convert("RGB")), crop)
+    for level in levels:
+        aecodec.encode(first, qualities[0], effort=level, weights=model)
     for path, quality in tqdm(jobs, desc="effort", unit="image x quality"):
         with Image.open(path) as img:
             rgb = center_crop(np.asarray(img.convert("RGB")), crop)
