@@ -208,8 +208,8 @@ def cmd_models(args) -> None:
         return
     print(f"{'name':<12} {'model id':<16} {'N/M':<8} {'qualities':<10} {'since':<7} {'MB':>5}")
     for row in rows:
-        print(f"{row['name']:<12} {row['model_id']:<16} {row['N']}/{row['M']:<5} "
-              f"{row['qualities'][0]:g}-{row['qualities'][1]:<7g} {row['release']:<7} {row['megabytes']:>5.1f}"
+        size, qualities = f"{row['N']}/{row['M']}", f"{row['qualities'][0]:g}-{row['qualities'][1]:g}"
+        print(f"{row['name']:<12} {row['model_id']:<16} {size:<8} {qualities:<10} {row['release']:<7} {row['megabytes']:>5.1f}"
               + ("  (default for encoding)" if row["default"] else ""))
     print("Every released model decodes its files; a file names its model by id.")
 

@@ -65,10 +65,14 @@ def _jxl_codec():
     return encode, imagecodecs.jpegxl_decode
 
 
+# The model aecodec runs (--weights; None: the default model). Results are cached under its id.
+WEIGHTS: str | None = None
+
+
 def _aecodec_codec():
     import aecodec
 
-    model = aecodec.load_model()
+    model = aecodec.load_model(WEIGHTS)
 
     def encode(rgb, quality):
         return aecodec.encode(rgb, quality, mode="learned", weights=model)  # the model's curve, not auto's choice
@@ -102,7 +106,7 @@ def codec_version(name: str) -> str:
     if name == "aecodec":
         import aecodec
 
-        return f"aecodec {aecodec.__version__} model {aecodec.load_model().id_hex}"
+        return f"aecodec {aecodec.__version__} model {aecodec.load_model(WEIGHTS).id_hex}"
     if name == "jxl":
         import imagecodecs
 
@@ -276,7 +280,7 @@ def synthetic_table(photos: list[Path], out: Path) -> list[dict]:
 
     from .synthetic import SYNTHETIC
 
-    model = aecodec.load_model()
+    model = aecodec.load_model(WEIGHTS)
     sources = [(name, draw()) for name, draw in SYNTHETIC.items()]
     sources += [(p.name, np.asarray(Image.open(p).convert("RGB"))) for p in photos]
     rows = []
@@ -332,7 +336,7 @@ def effort_run(images: list[Path], levels: list[int], qualities: list[float], cr
     import aecodec
     from tqdm import tqdm
 
-    model = aecodec.load_model()
+    model = aecodec.load_model(WEIGHTS)
     points = {level: {q: [] for q in qualities} for level in levels}
     jobs = [(path, q) for path in images for q in qualities]
     # One untimed encode per level first: effort > 0 builds its differentiable model once per process
@@ -389,10 +393,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", help="output folder (default bench/results/<folder name>)")
     parser.add_argument("--codecs", default="aecodec,jpeg420,jpeg444,webp,avif,jxl")
     parser.add_argument("--limit", type=int, help="use only the first N images")
+    parser.add_argument("--weights", help="aecodec's model: a released name or a weights file (default: the default model)")
     parser.add_argument("--effort", help="compare aecodec's encoder effort levels (e.g. 0,1,2,3) instead of codecs")
     parser.add_argument("--qualities", default="2,4,6,8", help="with --effort: the qualities (default 2,4,6,8)")
     parser.add_argument("--crop", type=int, default=256, help="with --effort: centre crops of this side (0: whole)")
     args = parser.parse_args(argv)
+    global WEIGHTS
+    WEIGHTS = args.weights
     if args.synthetic:
         photos = [] if args.images is None else sorted(p for p in Path(args.images).iterdir()
                                                        if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]

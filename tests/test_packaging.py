@@ -7,6 +7,7 @@ import tarfile
 from pathlib import Path
 
 import aecodec
+from aecodec.weights import RELEASES
 
 
 def test_sdist_carries_what_a_build_needs(tmp_path):
@@ -20,5 +21,6 @@ def test_sdist_carries_what_a_build_needs(tmp_path):
     with tarfile.open(archive) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     expected = {"csrc/rans.h", "csrc/ops.h", "csrc/cpu.cpp", "csrc/cuda.cu", "csrc/bindings.cpp", "setup.py",
-                "docs/FORMAT.md", "aecodec/weights/aec-hp64.pt", "tests/data/conformance/aec-hp64/manifest.json"}
+                "docs/FORMAT.md", *(f"aecodec/weights/{r.filename}" for r in RELEASES.values()),
+                *(f"tests/data/conformance/{name}/manifest.json" for name in RELEASES)}
     assert expected <= names

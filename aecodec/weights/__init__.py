@@ -49,9 +49,11 @@ RELEASES = {
     for release in (
         Release("aec-hp64", "aec-hp64.pt", "a264051d3bd2c7f9222d2445a73b0dc1f1dc5d01b3b619e3d75b27fc6c407eed",
                 64, 128, (1.0, 10.0), "0.1.0"),
+        Release("aec-hp128", "aec-hp128.pt", "473c29fcdfeb0c209d5ea334680d7e565666f53c5ec5e0bc90d8a867cdb5c149",
+                128, 192, (1.0, 10.0), "0.3.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp64"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
