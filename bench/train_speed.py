@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from aecodec.model import AECModel
-from aecodec.train import load_images, optimizers, random_qualities, rd_loss, sample_batch, train_step, trainable, widen
+from aecodec.train import load_images, optimizers, random_qualities, sample_batch, train_step, trainable, widen
+from bench import checkpoint
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -47,9 +48,8 @@ def trainer(model: AECModel, precision: str, lr: float):
 @torch.no_grad()
 def score(model: AECModel, held_out: torch.Tensor) -> dict[float, float]:
     """Float32 RD loss on held-out crops at a few qualities."""
-    model.eval()
     saved, model.transform_dtype = model.transform_dtype, None
-    result = {q: rd_loss(model, held_out, torch.full((len(held_out),), q))["loss"].item() for q in (2.0, 5.0, 8.0, 10.0)}
+    result = {q: s["loss"] for q, s in checkpoint.score(model, held_out, [2.0, 5.0, 8.0, 10.0]).items()}
     model.transform_dtype = saved
     model.train()
     return result
