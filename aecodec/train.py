@@ -271,6 +271,7 @@ def train(args: argparse.Namespace) -> None:
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0, dynamic_ncols=True, mininterval=5)
     ema = None
     started = time.time()
+    deadline = None if args.minutes is None else started + 60 * args.minutes
     while step < args.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.lr_drop)
@@ -286,11 +287,18 @@ def train(args: argparse.Namespace) -> None:
         bar.update()
         if not math.isfinite(now["loss"]):
             raise SystemExit(f"error: loss is {now['loss']} at step {step}; resume from the last checkpoint with a lower --lr")
-        if step % args.checkpoint_every == 0 or step == args.steps:
+        out_of_time = deadline is not None and time.time() >= deadline
+        if world > 1 and deadline is not None:  # every rank stops at the same step: rank 0's clock decides
+            flag = torch.tensor([float(out_of_time)], device=device)
+            torch.distributed.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        if step % args.checkpoint_every == 0 or step == args.steps or out_of_time:
             save_state()
             if rank == 0 and args.log:
                 with open(args.log, "a") as log:
                     log.write(f"{step}\t{time.time() - started:.0f}\t{ema['loss']:.4f}\t{ema['bpp']:.4f}\t{ema['psnr']:.3f}\n")
+        if out_of_time:
+            break
     bar.close()
     if rank == 0:
         save_shipped(model.cpu(), out)
@@ -316,6 +324,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                         help="the transforms' training precision (bf16 autocast; entropy models and loss stay float32)")
     parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--minutes", type=float, help="stop after this much training time (state and weights "
+                        "are written as at the last step): for a machine lent for a fixed time")
     parser.add_argument("--export", action="store_true", help="only write OUT from the weights in OUT.train.pt")
     parser.add_argument("--log", help="append step/seconds/loss/bpp/psnr lines to this file at each checkpoint")
 

@@ -1,0 +1,192 @@
+"""Training on a lent GPU machine for a few minutes: pack here, run there, unpack here.
+
+The device tool sends the working tree (64 MiB in all, carried paths included) and brings back at most
+8 files of 16 MiB from $OUT, so the run cannot take ../shared nor bring back the 84 MB training state:
+
+    python -m bench.device_train pack --data ../shared/data/train --init aec-hp128   # here: .device-train/
+    # device tool: run(command="python3 -m bench.device_train run --minutes 7", carry=[".device-train"])
+    python -m bench.device_train unpack FILES_AT --out runs/gpu.pt                  # here: joins and checks
+
+`pack` stores as many training photos as fit the budget (JPEG quality 95, 4:4:4: ~3.3 bpp, ~43 dB, far
+above the model's top quality), in an order drawn from --seed, so each run can see another subset; the
+wheels the machine lacks (compressai, pytorch-msssim: its Python is 3.12); and the starting weights when
+they are a file (a shipped model's name travels as a name). `run` trains with `aecodec train` for
+--minutes, then splits the exported weights file into parts that fit. CPU training then goes on from
+them: `aecodec train --init-from runs/gpu.pt ...` with the old state moved aside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRAVEL_LIMIT = 64 * 2**20  # what the device tool sends: tracked and untracked-not-ignored files, carried paths
+TRAVEL_MARGIN = 2 * 2**20
+PART_BYTES = 15 * 2**20  # files back from $OUT: 16 MiB each at most
+WHEEL_PYTHON = "3.12"  # the device image's python3
+WHEEL_PLATFORMS = ["manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+JPEG_QUALITY = 95
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def travelling_bytes(repo: Path) -> int:
+    """Bytes of the files the device tool sends without being told: tracked and untracked-not-ignored."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    return sum((repo / os.fsdecode(name)).stat().st_size for name in listed if name and (repo / os.fsdecode(name)).is_file())
+
+
+def download_wheels(folder: Path) -> None:
+    from importlib.metadata import version
+
+    pins = [f"compressai=={version('compressai')}", f"pytorch-msssim=={version('pytorch-msssim')}"]
+    platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+                    WHEEL_PYTHON, "--implementation", "cp", *platforms, "-d", str(folder), *pins], check=True)
+
+
+def pack(args) -> None:
+    from PIL import Image
+
+    from aecodec.image import IMAGE_SUFFIXES
+    from aecodec.weights import load
+
+    out, repo = Path(args.out), Path(args.repo)
+    if out.exists():
+        if not (out / MANIFEST).exists():
+            raise SystemExit(f"error: {out} exists and is not a pack; remove it or choose another --out")
+        shutil.rmtree(out)
+    (out / "images").mkdir(parents=True)
+    config = load(args.init).net.config  # also checks that the weights load
+    init = args.init
+    if Path(args.init).is_file():
+        shutil.copyfile(args.init, out / "init.pt")
+        init = "init.pt"
+    if args.wheels:
+        download_wheels(out / "wheels")
+    budget = TRAVEL_LIMIT - TRAVEL_MARGIN - travelling_bytes(repo) - sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    photos = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    random.Random(args.seed).shuffle(photos)
+    used = stored = 0
+    for photo in photos:
+        target = out / "images" / f"{stored:04d}.jpg"
+        with Image.open(photo) as img:
+            img.convert("RGB").save(target, quality=JPEG_QUALITY, subsampling=0)
+        size = target.stat().st_size
+        if used + size > budget:
+            target.unlink()
+            break
+        used += size
+        stored += 1
+    if not stored:
+        raise SystemExit(f"error: no photo fits the {budget / 2**20:.1f} MiB left for data")
+    manifest = {"init": init, "N": config["N"], "M": config["M"], "images": stored, "of": len(photos), "seed": args.seed}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"{out}: {stored} of {len(photos)} photos ({used / 2**20:.1f} MiB), init {args.init} (N={config['N']}, "
+          f"M={config['M']}); send it with carry=[\"{out}\"]")
+
+
+def run(args) -> None:
+    pack_dir = Path(args.dir).resolve()
+    manifest = json.loads((pack_dir / MANIFEST).read_text())
+    if not (args.results or os.environ.get("OUT")):
+        raise SystemExit("error: no --results folder and no $OUT (the device tool sets it)")
+    results = Path(args.results or os.environ["OUT"])
+    results.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    paths = [str(Path(__file__).resolve().parents[1])]  # the checkout, for aecodec
+    wheels = sorted((pack_dir / "wheels").glob("*.whl"))
+    if wheels:
+        site = Path(tempfile.mkdtemp(prefix="aecodec-site-"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--target", str(site), *map(str, wheels)], check=True)
+        paths.insert(0, str(site))
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    init = manifest["init"]
+    if (pack_dir / init).is_file():
+        init = str(pack_dir / init)
+    scratch = Path(tempfile.mkdtemp(prefix="aecodec-train-"))
+    weights = scratch / "gpu.pt"
+    command = [sys.executable, "-m", "aecodec.train", "--data", str(pack_dir / "images"), "--out", str(weights),
+               "--init-from", init, "--N", str(manifest["N"]), "--M", str(manifest["M"]), "--batch", str(args.batch),
+               "--crop", str(args.crop), "--lr", str(args.lr), "--lr-drop", "1.0", "--steps", "100000000",
+               "--minutes", str(args.minutes), "--checkpoint-every", str(args.checkpoint_every),
+               "--seed", str(manifest["seed"]), "--log", str(results / "train.log")]
+    started = time.time()
+    subprocess.run(command, env=env, check=True)
+    steps = int((results / "train.log").read_text().split()[-5])  # the last line: step, seconds, loss, bpp, psnr
+    data = weights.read_bytes()
+    parts = []
+    for index in range(0, len(data), PART_BYTES):
+        name = f"gpu.pt.part{index // PART_BYTES}"
+        (results / name).write_bytes(data[index : index + PART_BYTES])
+        parts.append(name)
+    report = {"steps": steps, "seconds": round(time.time() - started), "sha256": hashlib.sha256(data).hexdigest(),
+              "parts": parts, "pack": manifest, "command": command[1:]}
+    (results / "result.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("steps", "seconds", "sha256", "parts")}))
+
+
+def unpack(args) -> None:
+    folder, out = Path(args.folder), Path(args.out)
+    report = json.loads((folder / "result.json").read_text())
+    if out.exists():
+        raise SystemExit(f"error: {out} exists; not overwritten")
+    data = b"".join((folder / name).read_bytes() for name in report["parts"])
+    if hashlib.sha256(data).hexdigest() != report["sha256"]:
+        raise SystemExit(f"error: the parts in {folder} do not join to the file the device wrote (sha256 differs)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {report['steps']} steps on the device from {report['pack']['init']}, "
+          f"{report['pack']['images']} photos; go on with aecodec train --init-from {out}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.device_train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="here: photos, wheels and starting weights into a folder to carry")
+    p.add_argument("--data", required=True, help="folder of training photos (never the test set)")
+    p.add_argument("--init", required=True, help="starting weights: a shipped model's name or a weights file")
+    p.add_argument("--out", default=".device-train")
+    p.add_argument("--repo", default=".", help="the checkout the device tool sends (its size counts)")
+    p.add_argument("--seed", type=int, default=0, help="which photos, when not all fit")
+    p.add_argument("--no-wheels", dest="wheels", action="store_false", help="the machine has compressai already")
+    p.set_defaults(func=pack)
+    p = sub.add_parser("run", help="on the device machine: train for --minutes, weights in parts under $OUT")
+    p.add_argument("--dir", default=".device-train")
+    p.add_argument("--minutes", type=float, default=7.0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--results", help="folder for the results (default: $OUT)")
+    p.set_defaults(func=run)
+    p = sub.add_parser("unpack", help="here: join the parts the device brought back into a weights file")
+    p.add_argument("folder", help="where the device tool put the files (files_at)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=unpack)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
