@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -60,6 +61,19 @@ def download_wheels(folder: Path) -> None:
     platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
                     WHEEL_PYTHON, "--implementation", "cp", *platforms, "-d", str(folder), *pins], check=True)
+
+
+def python_path(pack_dir: Path) -> str:
+    """PYTHONPATH for subprocesses: the checkout (for aecodec and bench), and, where this Python lacks
+    compressai, the pack's wheels installed into a temporary folder."""
+    paths = [str(Path(__file__).resolve().parents[1])]
+    wheels = sorted((pack_dir / "wheels").glob("*.whl"))
+    if wheels and importlib.util.find_spec("compressai") is None:
+        site = tempfile.mkdtemp(prefix="aecodec-site-")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--target", site, *map(str, wheels)], check=True)
+        paths.insert(0, site)
+    return os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
 def pack(args) -> None:
@@ -110,15 +124,7 @@ def run(args) -> None:
         raise SystemExit("error: no --results folder and no $OUT (the device tool sets it)")
     results = Path(args.results or os.environ["OUT"])
     results.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    paths = [str(Path(__file__).resolve().parents[1])]  # the checkout, for aecodec
-    wheels = sorted((pack_dir / "wheels").glob("*.whl"))
-    if wheels:
-        site = Path(tempfile.mkdtemp(prefix="aecodec-site-"))
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--target", str(site), *map(str, wheels)], check=True)
-        paths.insert(0, str(site))
-    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=python_path(pack_dir))
     init = manifest["init"]
     if (pack_dir / init).is_file():
         init = str(pack_dir / init)

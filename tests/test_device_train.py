@@ -1,4 +1,4 @@
-"""bench.device_train: a pack fits what the device tool sends, a run trains and splits its weights, unpack joins them."""
+"""Device tools: bench.device_train packs within what the device tool sends, trains, and joins the weights; bench.device_check."""
 
 import json
 
@@ -47,3 +47,14 @@ def test_pack_refuses_a_folder_it_did_not_write(tmp_path):
     with pytest.raises(SystemExit, match="is not a pack"):
         device_train.main(["pack", "--data", str(tmp_path / "data"), "--init", "aec-hp64", "--out", str(tmp_path / "mine"),
                            "--no-wheels"])
+
+
+def test_device_check_cross_decodes_every_file_on_every_device():
+    import torch
+
+    from bench.device_check import cross_check
+
+    report = cross_check(64, 48, 6.0, repeats=1)
+    assert report["devices"] == ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    assert set(report["decode_s"]) == set(report["encode_s"]) == set(report["devices"])
+    assert report["max_pixel_difference_between_decoders"] <= 1 and min(report["bytes"].values()) > 0
