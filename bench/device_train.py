@@ -3,7 +3,7 @@
 The device tool sends the working tree (64 MiB in all, carried paths included) and brings back at most
 8 files of 16 MiB from $OUT, so the run cannot take ../shared nor bring back the 84 MB training state:
 
-    python -m bench.device_train pack --data ../shared/data/train --init aec-hp128   # here: .device-train/
+    python -m bench.device_train pack --data ../shared/data/train --init aec-hp128b  # here: .device-train/
     # device tool: run(command="python3 -m bench.device_train run --minutes 7", carry=[".device-train"])
     python -m bench.device_train unpack FILES_AT --out runs/gpu.pt                  # here: joins and checks
 

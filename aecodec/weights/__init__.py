@@ -51,9 +51,11 @@ RELEASES = {
                 64, 128, (1.0, 10.0), "0.1.0"),
         Release("aec-hp128", "aec-hp128.pt", "473c29fcdfeb0c209d5ea334680d7e565666f53c5ec5e0bc90d8a867cdb5c149",
                 128, 192, (1.0, 10.0), "0.3.0"),
+        Release("aec-hp128b", "aec-hp128b.pt", "245eb8bfeca41e10fd1447868b2b75933ccc7263643000713ddbe83237c03897",
+                128, 192, (1.0, 10.0), "0.4.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128b"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
