@@ -1,6 +1,7 @@
-"""The GPU path in one command, for a session lent a device machine (README, "On a GPU"):
+"""The GPU path in one command, for a session lent a device machine (README, "On a lent GPU machine"):
 
-    device tool: run(command="python3 -m bench.device_check", carry=[".device-train"], timeout_s=540)
+    device tool: run(command="python3 -m bench.device_check; python3 -m bench.device_train run --minutes 5",
+                     carry=[".device-train"], timeout_s=590)
 
 It builds the extension with its CUDA part (AECODEC_REQUIRE_EXT=1), runs the coder tests (the CUDA
 ones must run, not skip), encodes a photo-like image on the GPU and on the CPU and decodes every file on

@@ -4,7 +4,9 @@ The device tool sends the working tree (64 MiB in all, carried paths included) a
 8 files of 16 MiB from $OUT, so the run cannot take ../shared nor bring back the 84 MB training state:
 
     python -m bench.device_train pack --data ../shared/data/train --init aec-hp128b  # here: .device-train/
-    # device tool: run(command="python3 -m bench.device_train run --minutes 7", carry=[".device-train"])
+    # device tool, one call with the GPU check (README):
+    #   run(command="python3 -m bench.device_check; python3 -m bench.device_train run --minutes 5",
+    #       carry=[".device-train"], timeout_s=590)
     python -m bench.device_train unpack FILES_AT --out runs/gpu.pt                  # here: joins and checks
 
 `pack` stores as many training photos as fit the budget (JPEG quality 95, 4:4:4: ~3.3 bpp, ~43 dB, far
@@ -39,19 +41,12 @@ JPEG_QUALITY = 95
 MANIFEST = "manifest.json"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def travelling_bytes(repo: Path) -> int:
     """Bytes of the files the device tool sends without being told: tracked and untracked-not-ignored."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
                             capture_output=True, check=True).stdout.split(b"\0")
-    return sum((repo / os.fsdecode(name)).stat().st_size for name in listed if name and (repo / os.fsdecode(name)).is_file())
+    paths = [repo / os.fsdecode(name) for name in listed if name]
+    return sum(path.stat().st_size for path in paths if path.is_file())
 
 
 def download_wheels(folder: Path) -> None:
