@@ -217,14 +217,17 @@ def _fit_budget(encode_at, budget: float, low: int = 0) -> tuple[int, bytes]:
 
 def _fit_budget_with_effort(encode_at, budget: float) -> bytes:
     """The rate search when each encode optimizes (costly): effort 0's cheap searches bracket the answer,
-    since effort saves bytes but less than EFFORT_MAX_SAVING, then a search with the effort encoder inside
+    since effort's files are at most a little bigger and at least 1 - EFFORT_MAX_SAVING of effort 0's at a
+    quality, then a search with the effort encoder inside
     the bracket, its probes placed by log-linear interpolation of the sizes (alternating with bisection,
     so it never takes more than twice bisection's probes). Whatever it returns does fit."""
     plain = functools.partial(encode_at, effort=0)
-    low, plain_best = _fit_budget(plain, budget)  # effort only shrinks files: the answer is at least this
+    low, plain_best = _fit_budget(plain, budget)  # the floor of the search
     cap, plain_cap = _fit_budget(plain, budget / (1 - EFFORT_MAX_SAVING), low)
     best = encode_at(_quality_at(low))
-    if len(best) > budget:  # effort made this file larger: effort 0's answer is the best that fits
+    # Effort made this file larger (it spent bytes on fidelity, as the image's own slope asked): effort 0's
+    # answer is returned rather than an effort file of a lower quality.
+    if len(best) > budget:
         return plain_best
     sizes = {low: len(best)}
     # Above the bracket effort files are assumed too big: sizes there are extrapolated, never probed.
