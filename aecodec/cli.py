@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or worth its extra bits at this quality (see README)")
     p.add_argument("--lossless", action="store_true", help="store the image exactly (same as --mode lossless)")
     p.add_argument("--effort", "-e", type=int, default=0, metavar="0..3",
-                   help="encode time for smaller files at the same fidelity: 0 (default) fastest, 3 slowest "
-                        "and smallest; any decoder reads the result")
+                   help="encode time for fewer bits at the same fidelity: 0 (default) fastest, 3 slowest, "
+                        "the most saved (~5 %%); any decoder reads the result")
     common(p)
     p.set_defaults(run=cmd_compress)
 

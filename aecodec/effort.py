@@ -1,21 +1,22 @@
 """Encoder effort: optimize one image's latents for its real rate-distortion cost; the decoder is untouched.
 
 g_a only predicts good latents (the "amortization gap"). At effort > 0, y and z start from g_a's guess and
-Adam minimizes the model's own training loss, lambda(q) * 255^2 * MSE + bpp, for this image, with an
-annealed soft rounding in place of rounding: SGA's relaxation (stochastic Gumbel annealing, Yang, Bamler
+Adam minimizes lambda * 255^2 * MSE + bpp for this image, lambda the slope of this image's own curve (below),
+with an annealed soft rounding in place of rounding: SGA's relaxation (stochastic Gumbel annealing, Yang, Bamler
 and Mandt, NeurIPS 2020) without its Gumbel noise, the softmax-weighted mix of floor and ceil whose
 temperature falls towards hard rounding (here only to 0.25, and tau divides the logits once: SGA's
 RelaxedOneHotCategorical divides twice). With the few steps an encoder can afford, the noise-free form
 lowered the real loss more than SGA's draws (32 steps on a training crop: -6.2 % against -4.8 %), and
 straight-through rounding in the synthesis did worse than either. The latents with the lowest exact loss
-(hard rounding, bits from the likelihoods) among g_a's and a few checkpoints are kept, so effort never
-raises the model's estimate of the loss. They then take the ordinary encoder path (z rounded, integer
-hyper-synthesis, y rounded around its means), so the file is an ordinary .aec.
+(hard rounding, bits from the likelihoods) at that lambda among g_a's and a few checkpoints are kept, so
+effort never raises the model's estimate of that loss. They then take the ordinary encoder path (z rounded,
+integer hyper-synthesis, y rounded around its means), so the file is an ordinary .aec.
 
 The lambda is this image's own: the slope of effort 0's rate-distortion curve at the quality, measured
-on the image (SLOPE_STEP either side). With the quality's training lambda the optimization mostly slid
-each point along the curve (at quality 2 fewer bits for much less PSNR, at quality 8 the reverse),
-which saves nothing at equal PSNR; at the curve's own slope it moves the point below the curve.
+on the image (SLOPE_STEP either side). With the quality's training lambda the optimization slid the low
+qualities' points along the curve (fewer bits for much less PSNR), which saves little at equal PSNR; at
+the curve's own slope it moves the point below the curve. On training crops the measured slope was
+0.9-3.2x the training lambda, mostly 1.2-1.9x.
 """
 
 from __future__ import annotations
@@ -70,12 +71,18 @@ class Schedule:
 # The slope of effort 0's curve is measured between the qualities this far either side.
 SLOPE_STEP = 0.5
 
-# Effort level -> schedule, chosen on 256x256 crops of training photos (README "Encoder effort"): the
-# exact loss falls for ~20 steps, then rises again (the soft loss parts from the exact one, at a fixed
-# temperature too), so longer runs save less (40 steps -4.5 % BD-rate against -5.9 % at 20), and
-# annealing the temperature to 0.05 undid part of the gain, so it stops at 0.25. Effort 1's four steps
-# save as much as five (-5.3 % against -5.4 %) in 7.0x effort 0's time instead of 7.7x.
-SCHEDULES = {1: Schedule(steps=4, lr=5e-2, checks=1), 2: Schedule(steps=20, lr=3e-2), 3: Schedule(steps=48, lr=2e-2, checks=8)}
+# Effort level -> its runs, each from g_a's latents (the best exact loss of all is kept), chosen on 256x256
+# crops of training photos (README "Encoder effort"): the exact loss falls for ~20 steps, then rises
+# again (the soft loss parts from the exact one, at a fixed temperature too), so longer runs save less
+# (40 steps -4.5 % BD-rate against -5.9 % at 20, 48 steps -5.0 %); annealing the temperature to 0.05
+# undid part of the gain, so it stops at 0.25. Effort 1's four steps save as much as five (-5.3 %
+# against -5.4 %) in 7.0x effort 0's time instead of 7.7x. Effort 3 adds a second, gentler run to
+# effort 2's, so it is never worse.
+SCHEDULES = {
+    1: (Schedule(steps=4, lr=5e-2, checks=1),),
+    2: (Schedule(steps=20, lr=3e-2),),
+    3: (Schedule(steps=20, lr=3e-2), Schedule(steps=30, lr=1e-2, checks=6)),
+}
 
 
 def check_effort(effort) -> int:
@@ -164,17 +171,20 @@ class _Problem:
 
 @torch.no_grad()
 def local_lambda(net, problem: _Problem, y: Tensor, quality: Tensor) -> float | None:
-    """The lambda of effort 0's curve for this image at `quality`, -d(bpp) / d(255^2 MSE) as in lambda_for
-    (None where the curve does not descend there), from g_a's latents at SLOPE_STEP either side (within
-    the range). A one-sided difference, from the quality up, biased the lambda up: on Kodak crops
-    effort saved 3.3 % (effort 1) where the centred one saves 4.1 %."""
+    """The lambda of effort 0's curve for this image at `quality`, -d(bpp) / d(255^2 MSE) as in lambda_for,
+    from g_a's latents SLOPE_STEP either side (one-sided at the ends of the quality range), kept within
+    the training lambdas one quality either side so effort stays near the quality asked for; None where
+    the curve does not descend there."""
     points = []
     for q in ((quality - SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX), (quality + SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX)):
         y_q = y / net.gains(quality)[0] * net.gains(q)[0]
         points.append([t.item() for t in dataclasses.replace(problem, inv_gain=net.gains(q)[1]).terms(y_q, net.h_a(y_q), None)])
     (mse_low, bpp_low), (mse_high, bpp_high) = points
+    if not (mse_low > mse_high and bpp_high > bpp_low):
+        return None
     slope = (bpp_high - bpp_low) / ((mse_low - mse_high) * 255**2)
-    return slope if math.isfinite(slope) and slope > 0 else None
+    low, high = (float(lambda_for((quality.cpu() + step).clamp(QUALITY_MIN, QUALITY_MAX))[0]) for step in (-1, 1))
+    return min(max(slope, low), high)
 
 
 def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effort: int, height: int, width: int,
@@ -183,9 +193,9 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
     at the local slope of this image's curve (the quality's training lambda where none is measured).
 
     Only the latents get gradients (the model's weights do not require any); runs on x's device. Returns
-    the latents with the lowest exact loss among g_a's and those at the schedule's checks, so effort
-    never makes that loss worse than effort 0's."""
-    schedule = SCHEDULES[effort]
+    the latents with the lowest exact loss among g_a's and those at the checks of the level's runs (each
+    from g_a's latents), so effort never makes that loss worse than effort 0's, nor a level with more runs
+    worse than one whose runs it includes."""
     net = training_model(net, x.device)
     problem = _Problem(net, x[..., :height, :width], net.gains(quality)[1], float(lambda_for(quality.cpu())[0]) * 255**2,
                        net.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1),
@@ -195,12 +205,21 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
     slope = local_lambda(net, problem, y, quality)
     if slope is not None:
         problem.lam = slope * 255**2
-    steps = range(schedule.steps)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc=f"effort {effort}, quality {float(quality[0]):g}", unit="step", leave=False)
     best = (problem.lam * here[0] + here[1], y, z)
+    runs = SCHEDULES[effort]
+    for run, schedule in enumerate(runs):
+        steps = range(schedule.steps)
+        if progress:
+            from tqdm import tqdm
+
+            label = f"effort {effort}, quality {float(quality[0]):g}" + (f", run {run + 1}/{len(runs)}" if len(runs) > 1 else "")
+            steps = tqdm(steps, desc=label, unit="step", leave=False)
+        best = _descend(problem, schedule, steps, y, z, best)
+    return best[1].detach(), best[2].detach()
+
+
+def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor, best: tuple) -> tuple:
+    """One run of `schedule` from (y, z): (exact loss, y, z), the best of `best` and the run's checks."""
     with torch.enable_grad():
         y = y.detach().clone().requires_grad_(True)
         z = z.detach().clone().requires_grad_(True)
@@ -219,4 +238,4 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
                 exact = problem.lam * mse.item() + bpp.item()  # as effort 0's: the same arithmetic
                 if exact < best[0]:
                     best = (exact, y.detach().clone(), z.detach().clone())
-    return best[1].detach(), best[2].detach()
+    return best

@@ -109,7 +109,7 @@ def test_timed_process_measures_wall_time_and_peak_memory():
 def test_rd_effort_levels(tmp_path, monkeypatch):
     from aecodec import effort
 
-    monkeypatch.setattr(effort, "SCHEDULES", {1: effort.Schedule(3, 1e-2)})  # behaviour, not the gain
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(3, 1e-2),)})  # behaviour, not the gain
     images = tmp_path / "imgs"
     images.mkdir()
     Image.fromarray(natural_like(48, 64)).save(images / "im0.png")

@@ -14,8 +14,8 @@ from conftest import natural_like
 
 def fast_schedules(monkeypatch):
     """Few steps at every level: these tests check behaviour, not how much effort gains."""
-    monkeypatch.setattr(effort, "SCHEDULES", {1: effort.Schedule(3, 2e-2), 2: effort.Schedule(4, 2e-2),
-                                              3: effort.Schedule(5, 2e-2)})
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(3, 2e-2),), 2: (effort.Schedule(4, 2e-2),),
+                                              3: (effort.Schedule(3, 2e-2), effort.Schedule(2, 1e-2))})
 
 
 def mse_and_bpp(data: bytes, original: np.ndarray, model) -> tuple[float, float]:
@@ -81,17 +81,65 @@ def test_effort_optimizes_at_the_images_own_slope(tiny_model, photo, monkeypatch
 
 def test_rate_search_with_effort_returns_the_best_file_that_fits(tiny_model, photo, monkeypatch):
     fast_schedules(monkeypatch)
+    # at the training lambda, where effort's files on this random model are the smaller ones
+    monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
     low, high = (len(aecodec.encode(photo, q, effort=1, weights=tiny_model)) for q in (3.0, 6.0))
     budget = (low + high) // 2
     data = aecodec.encode(photo, target_bytes=budget, effort=1, weights=tiny_model)
     quality = aecodec.info(data)["quality"]
     assert len(data) <= budget and 3.0 < quality < 6.0
-    at_quality = aecodec.encode(photo, quality, effort=1, weights=tiny_model)
-    if len(at_quality) <= budget:  # an effort file, and the next quality step's does not fit
-        assert data == at_quality
-        assert len(aecodec.encode(photo, round(quality + 0.01, 3), effort=1, weights=tiny_model)) > budget
-    else:  # effort spent bytes on fidelity there: effort 0's best fit (the search's floor) is the answer
-        assert data == aecodec.encode(photo, target_bytes=budget, weights=tiny_model)
+    assert data == aecodec.encode(photo, quality, effort=1, weights=tiny_model)  # an effort file
+    assert len(aecodec.encode(photo, round(quality + 0.01, 3), effort=1, weights=tiny_model)) > budget
+
+
+def test_rate_search_falls_back_to_effort_zero_when_effort_files_are_bigger(tiny_model, photo, monkeypatch):
+    """An effort that spends bytes on fidelity (here: y doubled, many more bits) at effort 0's best fit
+    leaves that fit as the answer: it still fits, and no effort file is assumed smaller."""
+    def bigger(net, x, y, z, *args, **kwargs):
+        return 2 * y, z
+
+    monkeypatch.setattr(api, "optimize_latents", bigger)
+    budget = len(aecodec.encode(photo, 5.0, weights=tiny_model))
+    assert len(aecodec.encode(photo, 5.0, effort=1, weights=tiny_model)) > budget
+    data = aecodec.encode(photo, target_bytes=budget, effort=1, weights=tiny_model)
+    assert data == aecodec.encode(photo, target_bytes=budget, weights=tiny_model)
+
+
+def test_local_lambda_is_the_slope_of_the_images_curve():
+    """On the shipped model: the secant of effort 0's (MSE, bpp) SLOPE_STEP either side, in lambda_for's
+    units, kept within the training lambdas one quality either side."""
+    net = effort.training_model(aecodec.load_model().net, torch.device("cpu"))
+    x = torch.from_numpy(natural_like(64, 64, seed=3)).permute(2, 0, 1)[None].float() / 255
+    for q in (1.0, 4.0, 10.0):
+        quality = torch.tensor([q])
+        with torch.no_grad():
+            y, _ = net.analysis(x, quality)
+        problem = effort._Problem(net, x, net.gains(quality)[1], 0.0,
+                                  net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), torch.float32)
+        terms = []
+        for other in (max(1.0, q - effort.SLOPE_STEP), min(10.0, q + effort.SLOPE_STEP)):
+            at = torch.tensor([other])
+            with torch.no_grad():
+                y_at, z_at = net.analysis(x, at)
+                mse, bpp = effort._Problem(net, x, net.gains(at)[1], 0.0, problem.medians, torch.float32).terms(y_at, z_at, None)
+            terms.append((mse.item(), bpp.item()))
+        (mse_low, bpp_low), (mse_high, bpp_high) = terms
+        low, high = (float(lambda_for(torch.tensor([min(10.0, max(1.0, q + step))]))[0]) for step in (-1, 1))
+        expected = min(max((bpp_high - bpp_low) / ((mse_low - mse_high) * 255**2), low), high)
+        assert effort.local_lambda(net, problem, y, quality) == pytest.approx(expected, rel=1e-3)
+
+
+def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monkeypatch):
+    net = effort.training_model(tiny_model.net, torch.device("cpu"))
+    x = torch.rand(1, 3, 64, 64)
+    quality = torch.tensor([5.0])
+    with torch.no_grad():
+        y, _ = net.analysis(x, quality)
+    problem = effort._Problem(net, x, net.gains(quality)[1], 0.0, net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), None)
+    for flat in ((torch.tensor(0.01), torch.tensor(1.0)),) * 2, ((torch.tensor(0.01), torch.tensor(1.0)), (torch.tensor(0.02), torch.tensor(2.0))):
+        answers = iter(flat)
+        monkeypatch.setattr(effort._Problem, "terms", lambda self, *args: next(answers))
+        assert effort.local_lambda(net, problem, y, quality) is None
 
 
 def test_tiled_synthesis_gives_the_untiled_gradient(tiny_model, monkeypatch):
@@ -157,7 +205,7 @@ def test_effort_without_compressai_is_a_clear_error(tiny_model, photo, monkeypat
 def test_effort_keeps_ga_latents_when_optimizing_only_hurts(tiny_model, photo, monkeypatch):
     """The exact loss of g_a's latents is the bar: a run whose every check is worse (a step size of
     a hundred quantization bins) gives effort 0's file, byte for byte."""
-    monkeypatch.setattr(effort, "SCHEDULES", {1: effort.Schedule(4, 100.0, checks=2)})
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 100.0, checks=2), effort.Schedule(2, 50.0))})
     # at the training lambda: a random model's measured slope can be so flat that emptying y pays
     monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
     assert aecodec.encode(photo, 5, effort=1, weights=tiny_model) == aecodec.encode(photo, 5, weights=tiny_model)
