@@ -88,8 +88,8 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
         or at most LOSSLESS_MAX_RATIO x bigger and worth its extra bits by the rate-distortion trade-off the
         quality stands for (see _prefer_lossless); with a rate target, the lossless file whenever it fits.
     lossless: True is mode="lossless".
-    effort: 0 (fastest, the default) to 3: spend encode time optimizing the latents for this image, for a
-        smaller learned file at the same fidelity (see aecodec.effort); every decoder reads the result.
+    effort: 0 (fastest, the default) to 3: spend encode time optimizing the latents for this image, for
+        fewer bits at the same fidelity (see aecodec.effort); every decoder reads the result.
     weights: a shipped model name, a weights file path or a loaded Model (default: the shipped model).
     backend: entropy coder, "python" or "native" (default: native when built).
     device: where the transforms run ("cpu", "cuda"; default: cuda when available).

@@ -77,7 +77,7 @@ SLOPE_STEP = 0.5
 # (40 steps -4.5 % BD-rate against -5.9 % at 20, 48 steps -5.0 %); annealing the temperature to 0.05
 # undid part of the gain, so it stops at 0.25. Effort 1's four steps save as much as five (-5.3 %
 # against -5.4 %) in 7.0x effort 0's time instead of 7.7x. Effort 3 adds a second, gentler run to
-# effort 2's, so it is never worse.
+# effort 2's, so its exact loss is never above effort 2's (where the shared run reproduces, as on a CPU).
 SCHEDULES = {
     1: (Schedule(steps=4, lr=5e-2, checks=1),),
     2: (Schedule(steps=20, lr=3e-2),),
@@ -173,8 +173,8 @@ class _Problem:
 def local_lambda(net, problem: _Problem, y: Tensor, quality: Tensor) -> float | None:
     """The lambda of effort 0's curve for this image at `quality`, -d(bpp) / d(255^2 MSE) as in lambda_for,
     from g_a's latents SLOPE_STEP either side (one-sided at the ends of the quality range), kept within
-    the training lambdas one quality either side so effort stays near the quality asked for; None where
-    the curve does not descend there."""
+    the training lambdas one quality either side so effort stays near the quality asked for (from quality
+    9 up, the top bound is quality 10's lambda); None where the curve does not descend there."""
     points = []
     for q in ((quality - SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX), (quality + SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX)):
         y_q = y / net.gains(quality)[0] * net.gains(q)[0]

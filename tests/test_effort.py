@@ -130,16 +130,37 @@ def test_local_lambda_is_the_slope_of_the_images_curve():
 
 
 def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monkeypatch):
+    """Only points whose MSE falls and whose bits rise with quality give a lambda (then within the
+    training lambdas a quality either side); flat or rising curves give None."""
     net = effort.training_model(tiny_model.net, torch.device("cpu"))
     x = torch.rand(1, 3, 64, 64)
     quality = torch.tensor([5.0])
     with torch.no_grad():
         y, _ = net.analysis(x, quality)
     problem = effort._Problem(net, x, net.gains(quality)[1], 0.0, net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), None)
-    for flat in ((torch.tensor(0.01), torch.tensor(1.0)),) * 2, ((torch.tensor(0.01), torch.tensor(1.0)), (torch.tensor(0.02), torch.tensor(2.0))):
-        answers = iter(flat)
+
+    def measured(low_quality, high_quality):
+        answers = iter([tuple(map(torch.tensor, low_quality)), tuple(map(torch.tensor, high_quality))])
         monkeypatch.setattr(effort._Problem, "terms", lambda self, *args: next(answers))
-        assert effort.local_lambda(net, problem, y, quality) is None
+        return effort.local_lambda(net, problem, y, quality)
+
+    assert measured((0.01, 1.0), (0.01, 1.0)) is None  # flat
+    assert measured((0.01, 1.0), (0.02, 2.0)) is None  # MSE rises with quality
+    assert measured((0.01, 2.0), (0.02, 1.0)) is None  # both fall: a positive secant, but no descent
+    lam_4, lam_6 = (float(lambda_for(torch.tensor([q]))[0]) for q in (4.0, 6.0))
+    slope = measured((0.02, 1.0), (0.01, 1.0 + 0.01 * 255**2 * lam_4 * 1.5))  # 1.5x lambda(4): inside
+    assert slope == pytest.approx(1.5 * lam_4)
+    assert measured((0.02, 1.0), (0.01, 1.0 + 0.01 * 255**2 * lam_6 * 10)) == pytest.approx(lam_6)  # steep: capped
+
+
+def test_each_run_starts_from_ga_and_the_best_is_kept(tiny_model, photo, monkeypatch):
+    """A level's runs each start from g_a's latents and the best exact loss over all is kept: adding a
+    harmful run (a step of a hundred bins) before or after a good one changes nothing."""
+    monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
+    good, harmful = effort.Schedule(3, 2e-2), effort.Schedule(2, 100.0)
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (good,), 2: (good, harmful), 3: (harmful, good)})
+    files = [aecodec.encode(photo, 5, effort=level, weights=tiny_model) for level in (1, 2, 3)]
+    assert files[0] == files[1] == files[2] != aecodec.encode(photo, 5, weights=tiny_model)
 
 
 def test_tiled_synthesis_gives_the_untiled_gradient(tiny_model, monkeypatch):
@@ -203,8 +224,8 @@ def test_effort_without_compressai_is_a_clear_error(tiny_model, photo, monkeypat
 
 
 def test_effort_keeps_ga_latents_when_optimizing_only_hurts(tiny_model, photo, monkeypatch):
-    """The exact loss of g_a's latents is the bar: a run whose every check is worse (a step size of
-    a hundred quantization bins) gives effort 0's file, byte for byte."""
+    """The exact loss of g_a's latents is the bar: runs whose every check is worse (step sizes of
+    a hundred quantization bins) give effort 0's file, byte for byte."""
     monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 100.0, checks=2), effort.Schedule(2, 50.0))})
     # at the training lambda: a random model's measured slope can be so flat that emptying y pays
     monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
