@@ -53,9 +53,11 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.3.0"),
         Release("aec-hp128b", "aec-hp128b.pt", "245eb8bfeca41e10fd1447868b2b75933ccc7263643000713ddbe83237c03897",
                 128, 192, (1.0, 10.0), "0.4.0"),
+        Release("aec-hp128c", "aec-hp128c.pt", "ad295d92fc73a6215ba18c8fc1ead7e494eb632bb5aa3df5eeeb2a3ffb9e2ca7",
+                128, 192, (1.0, 10.0), "0.5.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128b"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128c"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
