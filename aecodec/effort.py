@@ -168,13 +168,20 @@ class _Problem:
         mse, bpp = self.terms(y, z, tau)
         return self.lam * mse + bpp
 
+    @torch.no_grad()
+    def exact_loss(self, y: Tensor, z: Tensor) -> float:
+        """The loss with hard rounding, in Python floats: g_a's latents and every check compare alike."""
+        mse, bpp = self.terms(y, z, None)
+        return self.lam * mse.item() + bpp.item()
+
 
 @torch.no_grad()
-def local_lambda(net, problem: _Problem, y: Tensor, quality: Tensor) -> float | None:
+def local_lambda(problem: _Problem, y: Tensor, quality: Tensor) -> float | None:
     """The lambda of effort 0's curve for this image at `quality`, -d(bpp) / d(255^2 MSE) as in lambda_for,
     from g_a's latents SLOPE_STEP either side (one-sided at the ends of the quality range), kept within
     the training lambdas one quality either side so effort stays near the quality asked for (from quality
     9 up, the top bound is quality 10's lambda); None where the curve does not descend there."""
+    net = problem.net
     points = []
     for q in ((quality - SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX), (quality + SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX)):
         y_q = y / net.gains(quality)[0] * net.gains(q)[0]
@@ -200,12 +207,10 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
     problem = _Problem(net, x[..., :height, :width], net.gains(quality)[1], float(lambda_for(quality.cpu())[0]) * 255**2,
                        net.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1),
                        synthesis_dtype(None, x.device))
-    with torch.no_grad():
-        here = [t.item() for t in problem.terms(y, z, None)]
-    slope = local_lambda(net, problem, y, quality)
+    slope = local_lambda(problem, y, quality)
     if slope is not None:
         problem.lam = slope * 255**2
-    best = (problem.lam * here[0] + here[1], y, z)
+    best = (problem.exact_loss(y, z), y, z)
     runs = SCHEDULES[effort]
     for run, schedule in enumerate(runs):
         steps = range(schedule.steps)
@@ -233,9 +238,7 @@ def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor,
             loss.backward()
             optimizer.step()
             if schedule.is_check(step):
-                with torch.no_grad():
-                    mse, bpp = problem.terms(y, z, None)
-                exact = problem.lam * mse.item() + bpp.item()  # as effort 0's: the same arithmetic
+                exact = problem.exact_loss(y, z)
                 if exact < best[0]:
                     best = (exact, y.detach().clone(), z.detach().clone())
     return best

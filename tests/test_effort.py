@@ -126,7 +126,7 @@ def test_local_lambda_is_the_slope_of_the_images_curve():
         (mse_low, bpp_low), (mse_high, bpp_high) = terms
         low, high = (float(lambda_for(torch.tensor([min(10.0, max(1.0, q + step))]))[0]) for step in (-1, 1))
         expected = min(max((bpp_high - bpp_low) / ((mse_low - mse_high) * 255**2), low), high)
-        assert effort.local_lambda(net, problem, y, quality) == pytest.approx(expected, rel=1e-3)
+        assert effort.local_lambda(problem, y, quality) == pytest.approx(expected, rel=1e-3)
 
 
 def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monkeypatch):
@@ -142,7 +142,7 @@ def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monke
     def measured(low_quality, high_quality):
         answers = iter([tuple(map(torch.tensor, low_quality)), tuple(map(torch.tensor, high_quality))])
         monkeypatch.setattr(effort._Problem, "terms", lambda self, *args: next(answers))
-        return effort.local_lambda(net, problem, y, quality)
+        return effort.local_lambda(problem, y, quality)
 
     assert measured((0.01, 1.0), (0.01, 1.0)) is None  # flat
     assert measured((0.01, 1.0), (0.02, 2.0)) is None  # MSE rises with quality
