@@ -9,7 +9,10 @@ The device tool sends the working tree (64 MiB in all, carried paths included) a
     #       carry=[".device-train"], timeout_s=590)
     python -m bench.device_train unpack FILES_AT --out runs/gpu.pt                  # here: joins and checks
 
-`pack` stores as many training photos as fit the budget (JPEG quality 95, 4:4:4: ~3.3 bpp, ~43 dB, far
+`pack` leaves behind the released weights the run does not use (every model but the default and the
+starting one): it untracks them in git's index, keeping the files, and lists them in .git/info/exclude,
+so the device tool does not send them; `unpack` (or `restore`) tracks them again. Then it stores as many
+training photos as fit the budget (JPEG quality 95, 4:4:4: ~3.3 bpp, ~43 dB, far
 above the model's top quality), in an order drawn from --seed, so each run can see another subset; the
 wheels the machine lacks (compressai, pytorch-msssim: its Python is 3.12); and the starting weights when
 they are a file (a shipped model's name travels as a name). `run` trains with `aecodec train` for
@@ -39,6 +42,8 @@ WHEEL_PYTHON = "3.12"  # the device image's python3
 WHEEL_PLATFORMS = ["manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 JPEG_QUALITY = 95
 MANIFEST = "manifest.json"
+LEFT_BEHIND_BEGIN = "# bench.device_train: released weights left behind (undo: python -m bench.device_train restore)"
+LEFT_BEHIND_END = "# end of what bench.device_train left behind"
 
 
 def travelling_bytes(repo: Path) -> int:
@@ -47,6 +52,64 @@ def travelling_bytes(repo: Path) -> int:
                             capture_output=True, check=True).stdout.split(b"\0")
     paths = [repo / os.fsdecode(name) for name in listed if name]
     return sum(path.stat().st_size for path in paths if path.is_file())
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def exclude_file(repo: Path) -> Path:
+    return repo / git(repo, "rev-parse", "--git-path", "info/exclude").strip()
+
+
+def left_behind(repo: Path) -> list[str]:
+    """The paths an earlier leave_behind untracked, read from its block in .git/info/exclude."""
+    lines = exclude_file(repo).read_text().splitlines() if exclude_file(repo).exists() else []
+    if LEFT_BEHIND_BEGIN not in lines:
+        return []
+    start = lines.index(LEFT_BEHIND_BEGIN) + 1
+    return [line.lstrip("/") for line in lines[start : lines.index(LEFT_BEHIND_END, start)]]
+
+
+def leave_behind(repo: Path, paths: list[Path]) -> list[str]:
+    """Untrack the tracked ones of `paths` (the files stay) and ignore them, so the device tool does not
+    send them; restore() tracks them again. The released weights are most of the tree: each N=128 model
+    is 17.4 MB of the 64 MiB the tool sends."""
+    restore(repo)
+    tracked = set(git(repo, "ls-files", "-z").split("\0"))
+    root = repo.resolve()
+    names = [path.resolve().relative_to(root).as_posix() for path in paths if path.resolve().is_relative_to(root)]
+    names = [name for name in names if name in tracked]
+    if names:
+        git(repo, "rm", "--cached", "-q", "--", *names)
+        exclude = exclude_file(repo)
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        kept = exclude.read_text() if exclude.exists() else ""
+        block = [LEFT_BEHIND_BEGIN, *("/" + name for name in names), LEFT_BEHIND_END]
+        exclude.write_text(kept + ("" if kept.endswith("\n") or not kept else "\n") + "\n".join(block) + "\n")
+    return names
+
+
+def unused_weights(init: str) -> list[Path]:
+    """The released weights files a device run from `init` does not read: all but the default model's
+    (bench.device_check encodes with it) and the starting model's."""
+    from aecodec.weights import DEFAULT_MODEL, RELEASES, WEIGHTS_DIR
+
+    return [WEIGHTS_DIR / r.filename for r in RELEASES.values() if r.name not in (DEFAULT_MODEL, init)]
+
+
+def restore(repo: Path) -> list[str]:
+    """Track again what leave_behind untracked (as HEAD has it) and drop its block from .git/info/exclude."""
+    names = left_behind(repo)
+    if not names:
+        return []
+    git(repo, "reset", "-q", "HEAD", "--", *names)
+    exclude = exclude_file(repo)
+    lines = exclude.read_text().splitlines()
+    start = lines.index(LEFT_BEHIND_BEGIN)
+    del lines[start : lines.index(LEFT_BEHIND_END, start) + 1]
+    exclude.write_text("".join(line + "\n" for line in lines))
+    return names
 
 
 def download_wheels(folder: Path) -> None:
@@ -90,6 +153,8 @@ def pack(args) -> None:
         init = "init.pt"
     if args.wheels:
         download_wheels(out / "wheels")
+    for name in leave_behind(repo, unused_weights(args.init)):
+        print(f"left behind (untracked until unpack or restore): {name}")
     budget = TRAVEL_LIMIT - TRAVEL_MARGIN - travelling_bytes(repo) - sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     photos = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     random.Random(args.seed).shuffle(photos)
@@ -146,6 +211,7 @@ def run(args) -> None:
 
 
 def unpack(args) -> None:
+    restore_command(args)
     folder, out = Path(args.folder), Path(args.out)
     report = json.loads((folder / "result.json").read_text())
     if out.exists():
@@ -159,6 +225,11 @@ def unpack(args) -> None:
     os.replace(tmp, out)
     print(f"wrote {out}: {report['steps']} steps on the device from {report['pack']['init']}, "
           f"{report['pack']['images']} photos; go on with aecodec train --init-from {out}")
+
+
+def restore_command(args) -> None:
+    for name in restore(Path(args.repo)):
+        print(f"tracked again: {name}")
 
 
 def main(argv=None) -> None:
@@ -184,7 +255,11 @@ def main(argv=None) -> None:
     p = sub.add_parser("unpack", help="here: join the parts the device brought back into a weights file")
     p.add_argument("folder", help="where the device tool put the files (files_at)")
     p.add_argument("--out", required=True)
+    p.add_argument("--repo", default=".", help="the checkout whose weights pack left behind")
     p.set_defaults(func=unpack)
+    p = sub.add_parser("restore", help="here: track again the weights pack left behind (unpack does it too)")
+    p.add_argument("--repo", default=".")
+    p.set_defaults(func=restore_command)
     args = parser.parse_args(argv)
     args.func(args)
 

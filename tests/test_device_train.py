@@ -1,6 +1,7 @@
 """Device tools: bench.device_train packs within what the device tool sends, trains, and joins the weights; bench.device_check."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,9 @@ def test_pack_run_unpack(tmp_path, monkeypatch):
     start = tmp_path / "start.pt"
     train(args_for(tmp_path, start, 2))
     pack_dir = tmp_path / "pack"
-    # room for this test's photos whatever the released weights leave of the real 64 MiB
-    monkeypatch.setattr(device_train, "TRAVEL_LIMIT", device_train.travelling_bytes(Path(__file__).resolve().parents[1]) + device_train.TRAVEL_MARGIN + 16 * 2**20)
-    device_train.main(["pack", "--data", str(tmp_path / "data"), "--init", str(start), "--out", str(pack_dir), "--no-wheels"])
+    repo = git_repo(tmp_path / "repo", {"code.py": b"x"})  # the checkout: packing never touches the real one's index
+    device_train.main(["pack", "--data", str(tmp_path / "data"), "--init", str(start), "--out", str(pack_dir), "--no-wheels",
+                       "--repo", str(repo)])
     manifest = json.loads((pack_dir / "manifest.json").read_text())
     assert manifest == {"init": "init.pt", "N": 8, "M": 8, "images": 3, "of": 3, "seed": 0}
     assert len(list((pack_dir / "images").glob("*.jpg"))) == 3 and (pack_dir / "init.pt").read_bytes() == start.read_bytes()
@@ -34,14 +35,53 @@ def test_pack_run_unpack(tmp_path, monkeypatch):
     assert len(report["parts"]) > 1 and all((results / p).stat().st_size <= 20_000 for p in report["parts"])
 
     weights = tmp_path / "runs" / "gpu.pt"
-    device_train.main(["unpack", str(results), "--out", str(weights)])
+    device_train.main(["unpack", str(results), "--out", str(weights), "--repo", str(repo)])
     img = natural_like(64, 64)
     assert aecodec.decode(aecodec.encode(img, 3, weights=weights), weights=weights).size == (64, 64)
     with pytest.raises(SystemExit, match="exists; not overwritten"):
-        device_train.main(["unpack", str(results), "--out", str(weights)])
+        device_train.main(["unpack", str(results), "--out", str(weights), "--repo", str(repo)])
     (results / report["parts"][0]).write_bytes(b"x" + (results / report["parts"][0]).read_bytes()[1:])
     with pytest.raises(SystemExit, match="sha256 differs"):
-        device_train.main(["unpack", str(results), "--out", str(tmp_path / "other.pt")])
+        device_train.main(["unpack", str(results), "--out", str(tmp_path / "other.pt"), "--repo", str(repo)])
+
+
+def git_repo(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "files"]):
+        subprocess.run(["git", *command], cwd=folder, check=True)
+    return folder
+
+
+def test_leave_behind_untracks_weights_until_restored(tmp_path):
+    repo = git_repo(tmp_path / "repo", {"a.pt": b"a" * 5000, "b.pt": b"b" * 7000, "code.py": b"print()"})
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.write_text("*.log")  # the user's own lines, without a final newline
+    before = device_train.travelling_bytes(repo)
+    outside = tmp_path / "elsewhere.pt"
+    outside.write_bytes(b"o")
+
+    assert device_train.leave_behind(repo, [repo / "a.pt", repo / "b.pt", repo / "missing.pt", outside]) == ["a.pt", "b.pt"]
+    assert device_train.leave_behind(repo, [repo / "a.pt", repo / "b.pt"]) == ["a.pt", "b.pt"]  # again: same state
+    assert device_train.travelling_bytes(repo) == before - 12000
+    assert (repo / "a.pt").read_bytes() == b"a" * 5000 and device_train.left_behind(repo) == ["a.pt", "b.pt"]
+
+    assert device_train.restore(repo) == ["a.pt", "b.pt"] and device_train.restore(repo) == []
+    assert device_train.travelling_bytes(repo) == before
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
+    assert exclude.read_text() == "*.log\n"
+
+
+def test_the_real_tree_leaves_room_for_photos():
+    from aecodec.weights import DEFAULT_MODEL, RELEASES, WEIGHTS_DIR
+
+    unused = device_train.unused_weights(DEFAULT_MODEL)
+    assert {path.name for path in unused} == {r.filename for r in RELEASES.values() if r.name != DEFAULT_MODEL}
+    assert WEIGHTS_DIR / RELEASES["aec-hp64"].filename not in device_train.unused_weights("aec-hp64")
+    repo = Path(__file__).resolve().parents[1]
+    sent = device_train.travelling_bytes(repo) - sum(path.stat().st_size for path in unused)
+    assert sent + device_train.TRAVEL_MARGIN + 32 * 2**20 <= device_train.TRAVEL_LIMIT  # at least 32 MiB of photos
 
 
 def test_pack_refuses_a_folder_it_did_not_write(tmp_path):
