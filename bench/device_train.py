@@ -93,9 +93,9 @@ def leave_behind(repo: Path, paths: list[Path]) -> list[str]:
 def unused_weights(init: str) -> list[Path]:
     """The released weights files a device run from `init` does not read: all but the default model's
     (bench.device_check encodes with it) and the starting model's."""
-    from aecodec.weights import DEFAULT_MODEL, RELEASES, WEIGHTS_DIR
+    from aecodec.weights import DEFAULT_MODEL, RELEASES
 
-    return [WEIGHTS_DIR / r.filename for r in RELEASES.values() if r.name not in (DEFAULT_MODEL, init)]
+    return [r.path for r in RELEASES.values() if r.name not in (DEFAULT_MODEL, init)]
 
 
 def restore(repo: Path) -> list[str]:

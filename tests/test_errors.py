@@ -1,6 +1,8 @@
 """The error contract: every error aecodec raises on purpose is an AecError of a class that names its
 cause; the CLI turns those (and OS errors) into one line and exit 1, while a bug keeps its traceback."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import aecodec
 from aecodec import AecError, DecodeError, ImageError, OptionError, WeightsError
 from aecodec.cli import main
 from aecodec.coder import BACKENDS, CdfTables, decode_stream, encode_stream
+from conftest import natural_like
 
 
 @pytest.mark.parametrize("cls", [DecodeError, ImageError, OptionError, WeightsError])
@@ -103,3 +106,33 @@ def png_path(tmp_path, photo):
     Image.fromarray(photo).save(path)
     return path
 
+
+
+def test_shipped_weights_inflate_from_gzip_checked_and_damage_is_a_weights_error(tmp_path, monkeypatch, tiny_weights):
+    import gzip
+    import hashlib
+
+    from aecodec import weights as registry
+
+    blob = Path(tiny_weights).read_bytes()
+    release = registry.Release("tiny-gz", "tiny.pt", hashlib.sha256(blob).hexdigest(), 8, 8, (1.0, 10.0), "0.0.0")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(registry.RELEASES, release.name, release)
+    monkeypatch.setattr(registry, "_cache", {})
+    with pytest.raises(WeightsError, match="missing: reinstall"):
+        registry.load("tiny-gz")
+    (tmp_path / "tiny.pt.gz").write_bytes(gzip.compress(blob, mtime=0))
+    assert release.path == tmp_path / "tiny.pt.gz" and release.size_bytes < len(blob)
+    model = registry.load("tiny-gz")
+    assert model.model_id == release.model_id
+    data = aecodec.encode(natural_like(32, 32), 3, weights=model)
+    registry._cache.clear()
+    assert aecodec.decode(data).size == (32, 32)  # the release found by the file's id, inflated again
+
+    registry._cache.clear()
+    (tmp_path / "tiny.pt.gz").write_bytes(gzip.compress(blob + b"x", mtime=0))  # inflates, to other bytes
+    with pytest.raises(WeightsError, match="sha256 check"):
+        registry.load("tiny-gz")
+    (tmp_path / "tiny.pt.gz").write_bytes(gzip.compress(blob, mtime=0)[:-20])  # cut short
+    with pytest.raises(WeightsError, match="damaged"):
+        registry.load("tiny-gz")

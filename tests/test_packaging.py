@@ -21,6 +21,16 @@ def test_sdist_carries_what_a_build_needs(tmp_path):
     with tarfile.open(archive) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     expected = {"csrc/rans.h", "csrc/ops.h", "csrc/cpu.cpp", "csrc/cuda.cu", "csrc/bindings.cpp", "setup.py",
-                "docs/FORMAT.md", *(f"aecodec/weights/{r.filename}" for r in RELEASES.values()),
+                "docs/FORMAT.md", *(f"aecodec/weights/{r.path.name}" for r in RELEASES.values()),
                 *(f"tests/data/conformance/{name}/manifest.json" for name in RELEASES)}
     assert expected <= names
+
+
+def test_the_default_ships_as_it_is_and_the_others_compressed():
+    """The default model is read at every start (no inflating); the others only for their own files, and
+    compressed they keep the wheel and the device tool's 64 MiB from filling with each release."""
+    from aecodec.weights import DEFAULT_MODEL
+
+    assert {name: r.path.name for name, r in RELEASES.items()} == {
+        name: r.filename + ("" if name == DEFAULT_MODEL else ".gz") for name, r in RELEASES.items()}
+    assert all(r.path.is_file() for r in RELEASES.values())

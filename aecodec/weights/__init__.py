@@ -7,6 +7,7 @@ later aecodec ships its weights file and decodes its files (docs/FORMAT.md, "Wei
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -39,8 +40,16 @@ class Release:
         return bytes.fromhex(self.sha256)[:8]
 
     @property
+    def path(self) -> Path:
+        """Where its weights file ships: as it is (the default model, read at every start), or, once
+        another model is the default, gzip-compressed as FILENAME.gz (`gzip -9n`: 24 % smaller, its CDF
+        tables shrink ~50x; ~0.1 s to inflate). The sha256 is the uncompressed file's either way."""
+        raw = WEIGHTS_DIR / self.filename
+        return raw if raw.is_file() else raw.with_name(raw.name + ".gz")
+
+    @property
     def size_bytes(self) -> int:
-        return (WEIGHTS_DIR / self.filename).stat().st_size
+        return self.path.stat().st_size
 
 
 # Append only: an entry, once released, stays forever with the same file and sha256.
@@ -128,10 +137,15 @@ def load(weights: str | os.PathLike | None = None) -> Model:
     if key in _cache:
         return _cache[key]
     if key in RELEASES:
-        path = WEIGHTS_DIR / RELEASES[key].filename
+        path = RELEASES[key].path
         if not path.is_file():
-            raise WeightsError(f"shipped weights {path} are missing: reinstall aecodec")
+            raise WeightsError(f"shipped weights {WEIGHTS_DIR / RELEASES[key].filename} are missing: reinstall aecodec")
         blob = path.read_bytes()
+        if path.suffix == ".gz":
+            try:
+                blob = gzip.decompress(blob)
+            except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError
+                raise WeightsError(f"shipped weights {path} are damaged ({exc}): reinstall aecodec") from None
         digest = hashlib.sha256(blob).hexdigest()
         if digest != RELEASES[key].sha256:
             raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall aecodec")
