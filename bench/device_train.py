@@ -54,39 +54,59 @@ def travelling_bytes(repo: Path) -> int:
     return sum(path.stat().st_size for path in paths if path.is_file())
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # literal pathspecs: a path is a file's name, never a glob
+    return subprocess.run(["git", "--literal-pathspecs", *args], cwd=repo, capture_output=True, text=True, check=check)
+
+
+def toplevel(repo: Path) -> Path | None:
+    """The main checkout holding `repo`, None outside git; refuses a linked worktree, whose index is its
+    own while .git/info/exclude is shared (and the device tool sends the main checkout anyway)."""
+    done = git(repo, "rev-parse", "--show-toplevel", "--git-dir", "--git-common-dir", check=False)
+    if done.returncode:
+        return None
+    top, git_dir, common = done.stdout.splitlines()
+    if (repo / git_dir).resolve() != (repo / common).resolve():
+        raise SystemExit(f"error: {repo} is a linked worktree; pack and restore in the main checkout")
+    return Path(top)
 
 
 def exclude_file(repo: Path) -> Path:
-    return repo / git(repo, "rev-parse", "--git-path", "info/exclude").strip()
+    return repo / git(repo, "rev-parse", "--git-path", "info/exclude").stdout.strip()
 
 
 def left_behind(repo: Path) -> list[str]:
     """The paths an earlier leave_behind untracked, read from its block in .git/info/exclude."""
-    lines = exclude_file(repo).read_text().splitlines() if exclude_file(repo).exists() else []
+    exclude = exclude_file(repo)
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
     if LEFT_BEHIND_BEGIN not in lines:
         return []
     start = lines.index(LEFT_BEHIND_BEGIN) + 1
-    return [line.lstrip("/") for line in lines[start : lines.index(LEFT_BEHIND_END, start)]]
+    block = lines[start : lines.index(LEFT_BEHIND_END, start)] if LEFT_BEHIND_END in lines[start:] else None
+    if block is None or not all(line.startswith("/") and len(line) > 1 for line in block):
+        raise SystemExit(f"error: the block of paths bench.device_train left behind in {exclude} was edited; "
+                         f"track them again by hand (git reset -q HEAD -- PATH) and delete the block")
+    return [line[1:] for line in block]
 
 
 def leave_behind(repo: Path, paths: list[Path]) -> list[str]:
-    """Untrack the tracked ones of `paths` (the files stay) and ignore them, so the device tool does not
-    send them; restore() tracks them again. The released weights are most of the tree: each N=128 model
-    is 17.4 MB of the 64 MiB the tool sends."""
+    """Untrack those of `paths` that the index holds as HEAD has them (the files stay) and ignore them,
+    so the device tool does not send them; restore() tracks them again. The released weights are most of
+    the tree. Until then the index holds their deletion: a commit in between would commit it."""
     restore(repo)
-    tracked = set(git(repo, "ls-files", "-z").split("\0"))
     root = repo.resolve()
     names = [path.resolve().relative_to(root).as_posix() for path in paths if path.resolve().is_relative_to(root)]
-    names = [name for name in names if name in tracked]
+    in_head = set(git(repo, "ls-tree", "-r", "-z", "--name-only", "HEAD").stdout.split("\0"))
+    names = [name for name in names if name in in_head and (root / name).is_file()
+             and git(repo, "diff", "--cached", "--quiet", "HEAD", "--", name, check=False).returncode == 0]
     if names:
-        git(repo, "rm", "--cached", "-q", "--", *names)
+        # the block first: whatever happens next, restore() knows what to track again
         exclude = exclude_file(repo)
         exclude.parent.mkdir(parents=True, exist_ok=True)
         kept = exclude.read_text() if exclude.exists() else ""
         block = [LEFT_BEHIND_BEGIN, *("/" + name for name in names), LEFT_BEHIND_END]
         exclude.write_text(kept + ("" if kept.endswith("\n") or not kept else "\n") + "\n".join(block) + "\n")
+        git(repo, "rm", "--cached", "-q", "--", *names)
     return names
 
 
@@ -103,7 +123,13 @@ def restore(repo: Path) -> list[str]:
     names = left_behind(repo)
     if not names:
         return []
-    git(repo, "reset", "-q", "HEAD", "--", *names)
+    in_head = set(git(repo, "ls-tree", "-r", "-z", "--name-only", "HEAD").stdout.split("\0"))
+    if any(name in in_head for name in names):
+        git(repo, "reset", "-q", "HEAD", "--", *(name for name in names if name in in_head))
+    missing = [name for name in names if git(repo, "ls-files", "--error-unmatch", "--", name, check=False).returncode]
+    if missing:
+        raise SystemExit(f"error: HEAD no longer has {', '.join(missing)}: a commit since pack deleted them; "
+                         f"stage them from the commit before it (git checkout COMMIT^ -- PATH), then run restore again")
     exclude = exclude_file(repo)
     lines = exclude.read_text().splitlines()
     start = lines.index(LEFT_BEHIND_BEGIN)
@@ -140,7 +166,9 @@ def pack(args) -> None:
     from aecodec.image import IMAGE_SUFFIXES
     from aecodec.weights import load
 
-    out, repo = Path(args.out), Path(args.repo)
+    out, repo = Path(args.out), toplevel(Path(args.repo))
+    if repo is None:
+        raise SystemExit(f"error: {args.repo} is not a git checkout (the device tool sends one)")
     if out.exists():
         if not (out / MANIFEST).exists():
             raise SystemExit(f"error: {out} exists and is not a pack; remove it or choose another --out")
@@ -154,23 +182,27 @@ def pack(args) -> None:
     if args.wheels:
         download_wheels(out / "wheels")
     for name in leave_behind(repo, unused_weights(args.init)):
-        print(f"left behind (untracked until unpack or restore): {name}")
-    budget = TRAVEL_LIMIT - TRAVEL_MARGIN - travelling_bytes(repo) - sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    photos = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    random.Random(args.seed).shuffle(photos)
-    used = stored = 0
-    for photo in photos:
-        target = out / "images" / f"{stored:04d}.jpg"
-        with Image.open(photo) as img:
-            img.convert("RGB").save(target, quality=JPEG_QUALITY, subsampling=0)
-        size = target.stat().st_size
-        if used + size > budget:
-            target.unlink()
-            break
-        used += size
-        stored += 1
-    if not stored:
-        raise SystemExit(f"error: no photo fits the {budget / 2**20:.1f} MiB left for data")
+        print(f"left behind (untracked until unpack or restore; commit nothing until then): {name}")
+    try:
+        budget = TRAVEL_LIMIT - TRAVEL_MARGIN - travelling_bytes(repo) - sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        photos = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        random.Random(args.seed).shuffle(photos)
+        used = stored = 0
+        for photo in photos:
+            target = out / "images" / f"{stored:04d}.jpg"
+            with Image.open(photo) as img:
+                img.convert("RGB").save(target, quality=JPEG_QUALITY, subsampling=0)
+            size = target.stat().st_size
+            if used + size > budget:
+                target.unlink()
+                break
+            used += size
+            stored += 1
+        if not stored:
+            raise SystemExit(f"error: no photo fits the {budget / 2**20:.1f} MiB left for data")
+    except BaseException:
+        restore(repo)
+        raise
     manifest = {"init": init, "N": config["N"], "M": config["M"], "images": stored, "of": len(photos), "seed": args.seed}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"{out}: {stored} of {len(photos)} photos ({used / 2**20:.1f} MiB), init {args.init} (N={config['N']}, "
@@ -228,7 +260,8 @@ def unpack(args) -> None:
 
 
 def restore_command(args) -> None:
-    for name in restore(Path(args.repo)):
+    repo = toplevel(Path(args.repo))
+    for name in restore(repo) if repo else []:
         print(f"tracked again: {name}")
 
 
