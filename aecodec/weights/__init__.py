@@ -64,9 +64,11 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.4.0"),
         Release("aec-hp128c", "aec-hp128c.pt", "ad295d92fc73a6215ba18c8fc1ead7e494eb632bb5aa3df5eeeb2a3ffb9e2ca7",
                 128, 192, (1.0, 10.0), "0.5.0"),
+        Release("aec-hp128d", "aec-hp128d.pt", "4fe9c01e413cc5816a0240ebb0187be6bf1b100e80720330bc33dee98c64e3f3",
+                128, 192, (1.0, 10.0), "0.6.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128c"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128d"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
