@@ -71,6 +71,10 @@ def toplevel(repo: Path) -> Path | None:
     return Path(top)
 
 
+def head_files(repo: Path) -> set[str]:
+    return set(git(repo, "ls-tree", "-r", "-z", "--name-only", "HEAD").stdout.split("\0"))
+
+
 def exclude_file(repo: Path) -> Path:
     return repo / git(repo, "rev-parse", "--git-path", "info/exclude").stdout.strip()
 
@@ -96,7 +100,7 @@ def leave_behind(repo: Path, paths: list[Path]) -> list[str]:
     restore(repo)
     root = repo.resolve()
     names = [path.resolve().relative_to(root).as_posix() for path in paths if path.resolve().is_relative_to(root)]
-    in_head = set(git(repo, "ls-tree", "-r", "-z", "--name-only", "HEAD").stdout.split("\0"))
+    in_head = head_files(repo)
     names = [name for name in names if name in in_head and (root / name).is_file()
              and git(repo, "diff", "--cached", "--quiet", "HEAD", "--", name, check=False).returncode == 0]
     if names:
@@ -123,7 +127,7 @@ def restore(repo: Path) -> list[str]:
     names = left_behind(repo)
     if not names:
         return []
-    in_head = set(git(repo, "ls-tree", "-r", "-z", "--name-only", "HEAD").stdout.split("\0"))
+    in_head = head_files(repo)
     if any(name in in_head for name in names):
         git(repo, "reset", "-q", "HEAD", "--", *(name for name in names if name in in_head))
     missing = [name for name in names if git(repo, "ls-files", "--error-unmatch", "--", name, check=False).returncode]
