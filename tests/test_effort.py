@@ -16,6 +16,7 @@ def fast_schedules(monkeypatch):
     """Few steps at every level: these tests check behaviour, not how much effort gains."""
     monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(3, 2e-2),), 2: (effort.Schedule(4, 2e-2),),
                                               3: (effort.Schedule(3, 2e-2), effort.Schedule(2, 1e-2))})
+    monkeypatch.setattr(effort, "ROUNDING_ITERATIONS", {1: 0, 2: 2, 3: 3})
 
 
 def mse_and_bpp(data: bytes, original: np.ndarray, model) -> tuple[float, float]:
@@ -159,6 +160,7 @@ def test_each_run_starts_from_ga_and_the_best_is_kept(tiny_model, photo, monkeyp
     monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
     good, harmful = effort.Schedule(3, 2e-2), effort.Schedule(2, 100.0)
     monkeypatch.setattr(effort, "SCHEDULES", {1: (good,), 2: (good, harmful), 3: (harmful, good)})
+    monkeypatch.setattr(effort, "ROUNDING_ITERATIONS", {1: 0, 2: 0, 3: 0})  # the runs alone
     files = [aecodec.encode(photo, 5, effort=level, weights=tiny_model) for level in (1, 2, 3)]
     assert files[0] == files[1] == files[2] != aecodec.encode(photo, 5, weights=tiny_model)
 
@@ -247,3 +249,51 @@ def test_soft_round_tends_to_rounding_and_keeps_a_gradient():
     assert torch.all((soft - values.detach().floor()).abs() < 1)  # between floor and ceil
     (grad,) = torch.autograd.grad(soft.sum(), values)
     assert torch.all(grad > 0)
+
+
+def shipped_problem(quality: float):
+    """The shipped model's loss on a small natural-like image at its measured slope, with g_a's latents."""
+    model = aecodec.load_model()
+    net = effort.training_model(model.net, torch.device("cpu"))
+    x = torch.from_numpy(natural_like(64, 64, seed=5)).permute(2, 0, 1)[None].float() / 255
+    q = torch.tensor([quality])
+    with torch.no_grad():
+        y, z = net.analysis(x, q)
+    problem = effort._Problem(net, x, net.gains(q)[1], float(lambda_for(q)[0]) * 255**2,
+                              net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), None)
+    problem.lam = effort.local_lambda(problem, y, q) * 255**2
+    return problem, (problem.exact_loss(y, z), y, z)
+
+
+@pytest.mark.parametrize("quality", [3.0, 7.0])
+def test_refined_rounding_lowers_the_exact_loss(quality):
+    """On the shipped model the refinement finds moves that pay, the loss it reports is the exact loss of
+    the latents it returns, those latents are their means plus whole levels (what the encoder's rounding
+    reproduces), and it is deterministic."""
+    problem, start = shipped_problem(quality)
+    loss, y, z = effort.refine_rounding(problem, start, 6)
+    assert loss < start[0] * 0.999
+    assert problem.exact_loss(y, z) == pytest.approx(loss, rel=1e-5)
+    with torch.no_grad():
+        z_hat = problem.medians + (z - problem.medians).round()
+        _, means = problem.net.hyper_synthesis(z_hat)
+    levels = y - means
+    torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-4)
+    again = effort.refine_rounding(problem, start, 6)
+    assert again[0] == loss and torch.equal(again[1], y)
+
+
+def test_refined_rounding_keeps_its_input_when_no_move_pays(monkeypatch):
+    """Moves predicted to cost (a huge curvature) are never made: the input comes back as it is."""
+    problem, start = shipped_problem(5.0)
+    monkeypatch.setattr(effort, "_channel_curvature", lambda *args: torch.tensor(1e9))
+    assert effort.refine_rounding(problem, start, 3) is start
+
+
+def test_refined_rounding_rejects_moves_that_raise_the_exact_loss(monkeypatch):
+    """Moves are kept only where the exact loss falls: with a curvature that hides every move's cost
+    (hugely negative), the moves chosen raise the loss, and the input comes back as it is."""
+    problem, start = shipped_problem(5.0)
+    monkeypatch.setattr(effort, "ROUNDING_SHARE", 0.5)  # half of y's values moved at once
+    monkeypatch.setattr(effort, "_channel_curvature", lambda *args: torch.tensor(-1e9))
+    assert effort.refine_rounding(problem, start, 3) is start
