@@ -297,3 +297,14 @@ def test_refined_rounding_rejects_moves_that_raise_the_exact_loss(monkeypatch):
     monkeypatch.setattr(effort, "ROUNDING_SHARE", 0.5)  # half of y's values moved at once
     monkeypatch.setattr(effort, "_channel_curvature", lambda *args: torch.tensor(-1e9))
     assert effort.refine_rounding(problem, start, 3) is start
+
+
+def test_refined_rounding_on_tiles_matches_untiled(monkeypatch):
+    """Big images run g_s on checkpointed tiles: the refinement's gradient and curvature probes go
+    through them too, and it reaches the same loss as on the whole image."""
+    problem, start = shipped_problem(5.0)
+    whole = effort.refine_rounding(problem, start, 4)
+    monkeypatch.setattr(effort, "TILE", 32)  # 2x2 latent tiles of the 64x64 image
+    tiles = effort.refine_rounding(problem, start, 4)
+    assert tiles[0] < start[0]
+    assert tiles[0] == pytest.approx(whole[0], rel=1e-3)
