@@ -16,8 +16,10 @@ From effort 2 up, the kept latents' rounding is then refined (rate-distortion op
 classic encoders do with their coefficients): each iteration moves the y values whose move by one level
 up or down lowers the loss the most, predicted from the exact change in bits (the Gaussian's tables
 are fixed by z) and a second-order estimate of the change in distortion (the gradient through g_s and a
-per-channel curvature), and keeps the move only if the exact loss falls. It works on the hard-rounded
-latents themselves, so unlike the soft rounding it cannot part from the loss the file pays.
+per-channel curvature), and keeps the move only if the exact loss falls (else it tries the better half
+of those moves). It works on the hard-rounded latents themselves, so unlike the soft rounding it stays
+within the small gap between the model's loss and the file's (float means and likelihoods against the
+integer hyper-synthesis and tabulated CDFs).
 
 The lambda is this image's own: the slope of effort 0's rate-distortion curve at the quality, measured
 on the image (SLOPE_STEP either side). With the quality's training lambda the optimization slid the low
@@ -92,12 +94,13 @@ SCHEDULES = {
 }
 
 
-# Effort level -> iterations of the rounding refinement after the runs (each costs about one step of a
-# run). Chosen on six training photos (README "Encoder effort"), BD-rate against effort 0: 20 steps then
-# 8 iterations -7.9 % at 25x effort 0's time, 12 steps then 14 iterations -8.4 % at 22x, 20 then 16
-# -8.7 % at 30x; effort 3's two runs then 16 iterations -9.0 % at 56x, then 40 -9.1 % at 65x. A shorter
-# effort 1 with 2 iterations saved less than effort 1's four steps alone (-5.1 % against -5.4 %).
-ROUNDING_ITERATIONS = {1: 0, 2: 14, 3: 16}
+# Effort level -> at most this many iterations of the rounding refinement after the runs (each costs
+# about one step of a run; it stops earlier when no move is predicted to pay). Chosen on six training
+# photos (README "Encoder effort"), BD-rate against effort 0: 12 steps then 14 iterations -8.4 % at 23x
+# effort 0's time, then 20 -8.6 % at 25x, 20 steps then 16 -8.7 % at 31x; effort 3's two runs then 16
+# or 30 iterations -9.1 % at 60-62x. A shorter effort 1 with 2 iterations saved less than effort 1's
+# four steps alone (-5.1 % against -5.4 %).
+ROUNDING_ITERATIONS = {1: 0, 2: 20, 3: 30}
 # The share of y's values one iteration may move (the most promising ones); halved after a rejected move.
 ROUNDING_SHARE = 0.02
 
@@ -238,57 +241,88 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
             steps = tqdm(steps, desc=label, unit="step", leave=False)
         best = _descend(problem, schedule, steps, y, z, best)
     if ROUNDING_ITERATIONS[effort]:
-        best = refine_rounding(problem, best, ROUNDING_ITERATIONS[effort])
-    return best[1].detach(), best[2].detach()
+        label = f"effort {effort}, quality {float(quality[0]):g}, rounding" if progress else None
+        best = refine_rounding(problem, best, ROUNDING_ITERATIONS[effort], label)
+    if best[1] is y:  # g_a's latents: effort 0's file, byte for byte
+        return y, z
+    y, z = best[1], best[2]
+    with torch.no_grad():
+        _, _, means = _hyper(problem, z)
+        # y as its means plus the levels the exact loss counted: the encoder rounds around its integer
+        # means, within a tenth of a level of these, so it codes exactly those levels.
+        y = means + (y - means).round()
+    return y.detach(), z.detach()
 
 
-def refine_rounding(problem: _Problem, best: tuple, iterations: int) -> tuple:
-    """(exact loss, y, z) -> the same with y's rounding refined (z kept): y becomes means + the chosen
-    levels, which the encoder's rounding around its means reproduces. Deterministic (fixed probes)."""
+def _hyper(problem: _Problem, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(z_hat, scales, means): z rounded around its medians, and y's Gaussian from it (float h_s)."""
+    z_hat = problem.medians + (z - problem.medians).round()
+    scales, means = problem.net.hyper_synthesis(z_hat)
+    return z_hat, scales, means
+
+
+def refine_rounding(problem: _Problem, best: tuple, iterations: int, progress: str | None = None) -> tuple:
+    """(exact loss, y, z) -> the same with y's rounding refined (z kept): where a move was kept, y becomes
+    means + the chosen levels, which the encoder's rounding around its integer means reproduces (they are
+    within a tenth of a level of these). Deterministic on a CPU (fixed probes). progress: a bar's label."""
     net, gc = problem.net, problem.net.gaussian_conditional
     y, z = best[1], best[2]
     height, width = problem.target.shape[-2:]
     pixels = height * width
     with torch.no_grad():
-        z_hat = problem.medians + (z - problem.medians).round()
-        scales, means = net.hyper_synthesis(z_hat)
+        z_hat, scales, means = _hyper(problem, z)
         z_bits = -_z_likelihood(net.entropy_bottleneck, z_hat).log2().sum().item()
-        levels = (y - means).round()
+        start = (y - means).round()
 
-    def bits(candidate: Tensor) -> Tensor:
-        return -gc.likelihood_lower_bound(gc._likelihood(means + candidate, scales, means)).log2()
+    def bits(levels: Tensor) -> Tensor:
+        return -gc.likelihood_lower_bound(gc._likelihood(means + levels, scales, means)).log2()
 
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=iterations, desc=progress, unit="iteration", leave=False)
     generator = torch.Generator(problem.target.device).manual_seed(0)
-    share, curvature, kept = ROUNDING_SHARE, None, None  # kept: (loss, levels, gradient, bits)
-    candidate = levels
+    count = max(1, int(ROUNDING_SHARE * start.numel()))  # values to move next
+    curvature, kept, candidate = None, None, start  # kept: (loss, levels, gradient, bits)
     for iteration in range(iterations + 1):
         with torch.enable_grad():
             y_hat = (means + candidate).requires_grad_(True)
             x_hat = _synthesis(net, y_hat, problem.inv_gain, problem.dtype)[..., :height, :width]
             distortion = problem.lam * torch.mean((x_hat - problem.target) ** 2)
             candidate_bits = bits(candidate).detach()
-            # The start's loss is best's (the same latents; this sum may differ in the last bits).
-            loss = best[0] if kept is None else distortion.item() + (candidate_bits.sum().item() + z_bits) / pixels
-            if kept is None or loss < kept[0]:
+            loss = distortion.item() + (candidate_bits.sum().item() + z_bits) / pixels
+            if kept is not None and not loss < kept[0]:
+                count = moved // 2  # rejected: the better half of those moves next
+            elif iteration == iterations:
+                kept = (loss, candidate, None, None)
+            else:
                 gradient, = torch.autograd.grad(distortion, y_hat, retain_graph=curvature is None)
                 if curvature is None:
                     curvature = _channel_curvature(problem, x_hat, y_hat, generator)
                 kept = (loss, candidate, gradient, candidate_bits)
-            else:
-                share /= 2
-        if iteration == iterations:
+        if bar is not None and iteration:
+            bar.update()
+        if iteration == iterations or count == 0:
             break
         _, levels, gradient, level_bits = kept
         with torch.no_grad():
-            # Predicted change of the loss for a move by -1 and by +1 of each value.
+            # Predicted change of the loss for a move by -1 and by +1 of each value; the `count` most
+            # negative are moved.
             change = torch.stack([(bits(levels + step) - level_bits) / pixels + gradient * step + curvature / 2
                                   for step in (-1.0, 1.0)])
-            best_change, direction = change.min(0)
-            count = max(1, int(share * levels.numel()))
-            cutoff = torch.topk(best_change.flatten(), count, largest=False).values[-1]
-            move = (best_change < 0) & (best_change <= cutoff)
-            candidate = levels + (direction.to(levels.dtype) * 2 - 1) * move
-    if kept[0] < best[0]:
+            best_change, direction = change.flatten(1).min(0)
+            most = torch.topk(best_change, count, largest=False)
+            chosen = most.indices[most.values < 0]
+            moved = chosen.numel()
+            if not moved:
+                break
+            steps = torch.zeros_like(best_change)
+            steps[chosen] = direction[chosen].to(steps.dtype) * 2 - 1
+            candidate = levels + steps.view_as(levels)
+    if bar is not None:
+        bar.close()
+    if kept[1] is not start:
         refined = means + kept[1]
         loss = problem.exact_loss(refined, z)  # what every comparison of effort's latents uses
         if loss < best[0]:

@@ -251,11 +251,11 @@ def test_soft_round_tends_to_rounding_and_keeps_a_gradient():
     assert torch.all(grad > 0)
 
 
-def shipped_problem(quality: float):
+def shipped_problem(quality: float, side: int = 64):
     """The shipped model's loss on a small natural-like image at its measured slope, with g_a's latents."""
     model = aecodec.load_model()
     net = effort.training_model(model.net, torch.device("cpu"))
-    x = torch.from_numpy(natural_like(64, 64, seed=5)).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(natural_like(side, side, seed=5)).permute(2, 0, 1)[None].float() / 255
     q = torch.tensor([quality])
     with torch.no_grad():
         y, z = net.analysis(x, q)
@@ -284,19 +284,65 @@ def test_refined_rounding_lowers_the_exact_loss(quality):
 
 
 def test_refined_rounding_keeps_its_input_when_no_move_pays(monkeypatch):
-    """Moves predicted to cost (a huge curvature) are never made: the input comes back as it is."""
+    """Moves predicted to cost (a huge curvature) are never tried: one synthesis (the start's loss and
+    gradient), then the input comes back as it is."""
     problem, start = shipped_problem(5.0)
     monkeypatch.setattr(effort, "_channel_curvature", lambda *args: torch.tensor(1e9))
+    calls = []
+    synthesis = effort._synthesis
+    monkeypatch.setattr(effort, "_synthesis", lambda *args: calls.append(1) or synthesis(*args))
     assert effort.refine_rounding(problem, start, 3) is start
+    assert len(calls) == 1
 
 
 def test_refined_rounding_rejects_moves_that_raise_the_exact_loss(monkeypatch):
-    """Moves are kept only where the exact loss falls: with a curvature that hides every move's cost
-    (hugely negative), the moves chosen raise the loss, and the input comes back as it is."""
-    problem, start = shipped_problem(5.0)
-    monkeypatch.setattr(effort, "ROUNDING_SHARE", 0.5)  # half of y's values moved at once
+    """A move is kept only where the exact loss falls: more iterations never end higher, and where every
+    move hurts (a curvature that hides their cost, half of y moved at once) the input comes back."""
+    problem, start = shipped_problem(7.0)
+    losses = [effort.refine_rounding(problem, start, n)[0] for n in range(1, 8)]
+    assert all(later <= earlier for earlier, later in zip(losses, losses[1:])) and losses[-1] < start[0]
+    monkeypatch.setattr(effort, "ROUNDING_SHARE", 0.5)
     monkeypatch.setattr(effort, "_channel_curvature", lambda *args: torch.tensor(-1e9))
     assert effort.refine_rounding(problem, start, 3) is start
+
+
+def test_refined_levels_are_the_encoders_symbols():
+    """Effort's y is its float means plus whole levels; the encoder rounds y around the integer
+    hyper-synthesis' means instead, and must find exactly those levels."""
+    from aecodec.entropy import ACT_FRACTION
+
+    model = aecodec.load_model()
+    problem, start = shipped_problem(7.0)
+    _, y, z = effort.refine_rounding(problem, start, 6)
+    z_hat, _, means = effort._hyper(problem, z)
+    _, integer_means = model.latents.hyper(z_hat)
+    levels = (y - means).round()
+    assert torch.equal((y.double() - integer_means.double() * 2.0**-ACT_FRACTION).round(), levels.double())
+
+
+def test_channel_curvature_matches_the_jacobians_columns():
+    """The curvature per channel is 2 * lam * |g_s's Jacobian column|^2 / elements, averaged over the
+    channel: the probes' estimate against columns by central differences, for every 12th channel (each
+    estimate is noisy; their mean ratio is not)."""
+    problem, (_, y, z) = shipped_problem(5.0, side=128)
+    _, _, means = effort._hyper(problem, z)
+    y_hat = (means + (y - means).round()).requires_grad_(True)
+    with torch.enable_grad():
+        x_hat = effort._synthesis(problem.net, y_hat, problem.inv_gain, None)
+        estimate = effort._channel_curvature(problem, x_hat, y_hat, torch.Generator().manual_seed(0))
+    positions = y.shape[2] * y.shape[3]
+    ratios = []
+    for channel in range(0, y.shape[1], 12):
+        # One batch item per position of the channel, each moved a little either way.
+        tangents = torch.zeros(positions, *y.shape[1:])
+        tangents[torch.arange(positions), channel] = torch.eye(positions).reshape(positions, *y.shape[2:])
+        with torch.no_grad():
+            ahead, behind = (effort._synthesis(problem.net, y_hat.detach() + sign * 1e-2 * tangents, problem.inv_gain, None)
+                             for sign in (1, -1))
+        norms = ((ahead - behind) / 2e-2).square().flatten(1).sum(1)
+        ratios.append(float(estimate[0, channel]) / (2 * problem.lam * float(norms.mean()) / x_hat.numel()))
+    assert 0.5 < min(ratios) and max(ratios) < 2
+    assert 0.8 < np.mean(ratios) < 1.25
 
 
 def test_refined_rounding_on_tiles_matches_untiled(monkeypatch):
