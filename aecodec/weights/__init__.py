@@ -66,9 +66,11 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.5.0"),
         Release("aec-hp128d", "aec-hp128d.pt", "4fe9c01e413cc5816a0240ebb0187be6bf1b100e80720330bc33dee98c64e3f3",
                 128, 192, (1.0, 10.0), "0.6.0"),
+        Release("aec-hp128e", "aec-hp128e.pt", "c45c9855720e72b7ca5fb06fdd478de675ab886f737cc4166090563b433f2966",
+                128, 192, (1.0, 10.0), "0.7.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128d"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128e"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
