@@ -101,7 +101,8 @@ SCHEDULES = {
 # or 30 iterations -9.1 % at 60-62x. A shorter effort 1 with 2 iterations saved less than effort 1's
 # four steps alone (-5.1 % against -5.4 %).
 ROUNDING_ITERATIONS = {1: 0, 2: 20, 3: 30}
-# The share of y's values one iteration may move (the most promising ones); halved after a rejected move.
+# The share of y's values the first iteration may move (the most promising ones); after a rejected move,
+# the better half of those moves is tried.
 ROUNDING_SHARE = 0.02
 
 
