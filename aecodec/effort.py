@@ -3,11 +3,12 @@
 g_a only predicts good latents (the "amortization gap"). At effort > 0, y and z start from g_a's guess and
 Adam minimizes lambda * 255^2 * MSE + bpp for this image, lambda the slope of this image's own curve (below),
 with an annealed soft rounding in place of rounding: SGA's relaxation (stochastic Gumbel annealing, Yang, Bamler
-and Mandt, NeurIPS 2020) without its Gumbel noise, the softmax-weighted mix of floor and ceil whose
-temperature falls towards hard rounding (here only to 0.25, and tau divides the logits once: SGA's
-RelaxedOneHotCategorical divides twice). With the few steps an encoder can afford, the noise-free form
-lowered the real loss more than SGA's draws (32 steps on a training crop: -6.2 % against -4.8 %), and
-straight-through rounding in the synthesis did worse than either. The latents with the lowest exact loss
+and Mandt, NeurIPS 2020), the softmax-weighted mix of floor and ceil whose temperature falls towards hard
+rounding. Effort 1 and 2 run it without its Gumbel noise (tau divides the logits once, down to only 0.25):
+on the few steps they afford, the noise-free form lowered the real loss more than SGA's draws (32 steps
+on a training crop: -6.2 % against -4.8 %), but it stops gaining after ~20 steps. Effort 3 runs SGA's
+draws themselves (seeded, so a file is reproducible), which keep gaining over hundreds of steps.
+Straight-through rounding in the synthesis did worse than either. The latents with the lowest exact loss
 (hard rounding, bits from the likelihoods) at that lambda among g_a's and a few checkpoints are kept, so
 effort never raises the model's estimate of that loss. They then take the ordinary encoder path (z rounded,
 integer hyper-synthesis, y rounded around its means), so the file is an ordinary .aec.
@@ -59,6 +60,7 @@ class Schedule:
     tau_start: float = 0.5
     tau_end: float = 0.25
     checks: int = 4  # exact evaluations (hard rounding) spread over the run; the best latents seen are kept
+    draws: bool = False  # SGA's Gumbel draws (seeded) instead of the noise-free mix: worse short, better long
 
     def temperature(self, step: int) -> float:
         start = self.hold * self.steps
@@ -81,16 +83,18 @@ class Schedule:
 SLOPE_STEP = 0.5
 
 # Effort level -> its runs, each from g_a's latents (the best exact loss of all is kept), chosen on 256x256
-# crops of training photos (README "Encoder effort"): the exact loss falls for ~20 steps, then rises
-# again (the soft loss parts from the exact one, at a fixed temperature too), so longer runs save less
-# (40 steps -4.5 % BD-rate against -5.9 % at 20, 48 steps -5.0 %); annealing the temperature to 0.05
-# undid part of the gain, so it stops at 0.25. Effort 1's four steps save as much as five (-5.3 %
-# against -5.4 %) in 7.0x effort 0's time instead of 7.7x. Effort 2's run is shorter (12 steps), as it
-# is followed by the rounding refinement; effort 3 runs 20 steps, then a second, gentler run.
+# crops of training photos (README "Encoder effort"). Noise-free runs: the exact loss falls for ~20
+# steps, then rises again (the soft loss parts from the exact one, at a fixed temperature too), so
+# longer ones save less (40 steps -4.5 % BD-rate against -5.9 % at 20). Effort 1's four steps save as
+# much as five (-5.3 % against -5.4 %) in 7.0x effort 0's time instead of 7.7x; effort 2's run is
+# short, as the rounding refinement follows. SGA's draws lose to the noise-free mix on short runs
+# (32 steps: -4.8 % against -6.2 %) but keep gaining on long ones: with the refinement after them, 300
+# steps at lr 5e-3 / 1e-2 / 2e-2 / 4e-2 -9.5 / -10.5 / -10.8 / -8.7 %, 600 at 5e-3 -11.1 %, 600 at
+# 2e-2 -11.5 % (effort 3; the noise-free two runs it replaces: -9.0 %, at a tenth of the time).
 SCHEDULES = {
     1: (Schedule(steps=4, lr=5e-2, checks=1),),
     2: (Schedule(steps=12, lr=3e-2),),
-    3: (Schedule(steps=20, lr=3e-2), Schedule(steps=30, lr=1e-2, checks=6)),
+    3: (Schedule(steps=600, lr=2e-2, tau_end=0.1, checks=12, draws=True),),
 }
 
 
@@ -112,17 +116,22 @@ def check_effort(effort) -> int:
     return int(effort)
 
 
-def soft_round(values: Tensor, tau: float | None) -> Tensor:
+def soft_round(values: Tensor, tau: float | None, generator: torch.Generator | None = None) -> Tensor:
     """floor + the weight of ceil in a softmax between floor and ceil at temperature tau; None: round.
 
     The nearer a value is to one of them, the more weight it gets (logits -atanh(distance) / tau, as in
-    SGA); as tau falls the mix becomes hard rounding, yet the gradient still reaches the value."""
+    SGA); as tau falls the mix becomes hard rounding, yet the gradient still reaches the value. With a
+    generator, SGA's own draw instead: Gumbel noise on those logits and a second division by tau (its
+    RelaxedOneHotCategorical), whose expected loss stays closer to hard rounding's over long runs."""
     if tau is None:
         return values.round()
     low = values.detach().floor()
     frac = (values - low).clamp(1e-5, 1 - 1e-5)
-    logits = torch.stack([-torch.atanh(frac), -torch.atanh(1 - frac)], dim=-1)
-    return low + torch.softmax(logits / tau, dim=-1)[..., 1]
+    logits = torch.stack([-torch.atanh(frac), -torch.atanh(1 - frac)], dim=-1) / tau
+    if generator is not None:
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-7)
+        logits = (logits - torch.log(-torch.log(uniform))) / tau
+    return low + torch.softmax(logits, dim=-1)[..., 1]
 
 
 _TRAINING_MODELS = weakref.WeakKeyDictionary()  # coding Network -> its AECModel, made once per network
@@ -172,21 +181,22 @@ class _Problem:
     medians: Tensor
     dtype: torch.dtype | None
 
-    def terms(self, y: Tensor, z: Tensor, tau: float | None) -> tuple[Tensor, Tensor]:
-        """(MSE, bits per pixel) with latents soft-rounded at temperature tau, or rounded as the encoder
-        does (None)."""
+    def terms(self, y: Tensor, z: Tensor, tau: float | None,
+              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(MSE, bits per pixel) with latents soft-rounded at temperature tau (drawn with a generator), or
+        rounded as the encoder does (None)."""
         net, gc = self.net, self.net.gaussian_conditional
-        z_tilde = self.medians + soft_round(z - self.medians, tau)
+        z_tilde = self.medians + soft_round(z - self.medians, tau, generator)
         scales, means = net.hyper_synthesis(z_tilde)
-        y_tilde = means + soft_round(y - means, tau)
+        y_tilde = means + soft_round(y - means, tau, generator)
         y_likelihood = gc.likelihood_lower_bound(gc._likelihood(y_tilde, scales, means))
         bits = -(y_likelihood.log2().sum() + _z_likelihood(net.entropy_bottleneck, z_tilde).log2().sum())
         height, width = self.target.shape[-2:]
         x_hat = _synthesis(net, y_tilde, self.inv_gain, self.dtype)[..., :height, :width]
         return torch.mean((x_hat - self.target) ** 2), bits / (height * width)
 
-    def loss(self, y: Tensor, z: Tensor, tau: float | None) -> Tensor:
-        mse, bpp = self.terms(y, z, tau)
+    def loss(self, y: Tensor, z: Tensor, tau: float | None, generator: torch.Generator | None = None) -> Tensor:
+        mse, bpp = self.terms(y, z, tau, generator)
         return self.lam * mse + bpp
 
     @torch.no_grad()
@@ -350,9 +360,11 @@ def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor,
         y = y.detach().clone().requires_grad_(True)
         z = z.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([y, z], lr=schedule.lr)
+        # Seeded: an encode is reproducible, the same file for the same image and settings.
+        generator = torch.Generator(y.device).manual_seed(0) if schedule.draws else None
         for step in steps:
             optimizer.param_groups[0]["lr"] = schedule.learning_rate(step)
-            loss = problem.loss(y, z, schedule.temperature(step))
+            loss = problem.loss(y, z, schedule.temperature(step), generator)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError("latent optimization diverged")  # a bug, never a silently bad file
             optimizer.zero_grad(set_to_none=True)

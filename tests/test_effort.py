@@ -251,6 +251,27 @@ def test_soft_round_tends_to_rounding_and_keeps_a_gradient():
     assert torch.all(grad > 0)
 
 
+def test_soft_round_draws_are_seeded_and_tend_to_floor_or_ceil():
+    values = torch.linspace(-2.4, 2.4, 200, requires_grad=True)
+    draw = lambda tau, seed: effort.soft_round(values, tau, torch.Generator().manual_seed(seed))  # noqa: E731
+    torch.testing.assert_close(draw(0.5, 3), draw(0.5, 3), rtol=0, atol=0)
+    assert not torch.equal(draw(0.5, 3), draw(0.5, 4))  # the draws are random, not the noise-free mix
+    assert not torch.allclose(draw(0.5, 3), effort.soft_round(values, 0.5))
+    floor = values.detach().floor()
+    cold = draw(0.02, 3)
+    assert torch.all(torch.minimum((cold - floor).abs(), (cold - floor - 1).abs()) < 1e-3)
+    (grad,) = torch.autograd.grad(draw(0.5, 3).sum(), values)
+    assert torch.all(grad >= 0) and grad.sum() > 0
+
+
+def test_effort_with_draws_is_reproducible(tiny_model, photo, monkeypatch):
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 2e-2, draws=True),)})
+    monkeypatch.setattr(effort, "ROUNDING_ITERATIONS", {1: 0})
+    first = aecodec.encode(photo, 5, effort=1, weights=tiny_model)
+    assert first == aecodec.encode(photo, 5, effort=1, weights=tiny_model)
+    assert first != aecodec.encode(photo, 5, effort=0, weights=tiny_model)
+
+
 def shipped_problem(quality: float, side: int = 64):
     """The shipped model's loss on a small natural-like image at its measured slope, with g_a's latents."""
     model = aecodec.load_model()
