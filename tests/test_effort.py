@@ -15,7 +15,7 @@ from conftest import natural_like
 def fast_schedules(monkeypatch):
     """Few steps at every level: these tests check behaviour, not how much effort gains."""
     monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(3, 2e-2),), 2: (effort.Schedule(4, 2e-2),),
-                                              3: (effort.Schedule(3, 2e-2), effort.Schedule(2, 1e-2))})
+                                              3: (effort.Schedule(3, 2e-2, draws=True), effort.Schedule(2, 1e-2))})
     monkeypatch.setattr(effort, "ROUNDING_ITERATIONS", {1: 0, 2: 2, 3: 3})
 
 
@@ -253,11 +253,18 @@ def test_soft_round_tends_to_rounding_and_keeps_a_gradient():
 
 def test_soft_round_draws_are_seeded_and_tend_to_floor_or_ceil():
     values = torch.linspace(-2.4, 2.4, 200, requires_grad=True)
+    floor = values.detach().floor()
     draw = lambda tau, seed: effort.soft_round(values, tau, torch.Generator().manual_seed(seed))  # noqa: E731
     torch.testing.assert_close(draw(0.5, 3), draw(0.5, 3), rtol=0, atol=0)
     assert not torch.equal(draw(0.5, 3), draw(0.5, 4))  # the draws are random, not the noise-free mix
     assert not torch.allclose(draw(0.5, 3), effort.soft_round(values, 0.5))
-    floor = values.detach().floor()
+    # SGA's distribution: torch's RelaxedOneHotCategorical over the logits already divided by tau, from
+    # the same uniform stream (a fresh CPU generator and the global one seeded alike draw the same).
+    tau, frac = 0.4, (values.detach() - floor).clamp(1e-5, 1 - 1e-5)
+    logits = torch.stack([-torch.atanh(frac), -torch.atanh(1 - frac)], dim=-1) / tau
+    torch.manual_seed(11)
+    reference = torch.distributions.RelaxedOneHotCategorical(torch.tensor(tau), logits=logits).rsample()[..., 1]
+    torch.testing.assert_close(draw(tau, 11).detach(), floor + reference, atol=1e-5, rtol=0)
     cold = draw(0.02, 3)
     assert torch.all(torch.minimum((cold - floor).abs(), (cold - floor - 1).abs()) < 1e-3)
     (grad,) = torch.autograd.grad(draw(0.5, 3).sum(), values)
@@ -270,6 +277,8 @@ def test_effort_with_draws_is_reproducible(tiny_model, photo, monkeypatch):
     first = aecodec.encode(photo, 5, effort=1, weights=tiny_model)
     assert first == aecodec.encode(photo, 5, effort=1, weights=tiny_model)
     assert first != aecodec.encode(photo, 5, effort=0, weights=tiny_model)
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 2e-2),)})
+    assert first != aecodec.encode(photo, 5, effort=1, weights=tiny_model)  # the draws were used
 
 
 def shipped_problem(quality: float, side: int = 64):
