@@ -68,9 +68,11 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.6.0"),
         Release("aec-hp128e", "aec-hp128e.pt", "c45c9855720e72b7ca5fb06fdd478de675ab886f737cc4166090563b433f2966",
                 128, 192, (1.0, 10.0), "0.7.0"),
+        Release("aec-hp128f", "aec-hp128f.pt", "ef4b316021ed5b6a28daf84570dd2e1797f5f283a253516a1476d4a57a0adced",
+                128, 192, (1.0, 10.0), "0.8.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128e"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128f"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
