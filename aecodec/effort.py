@@ -88,9 +88,9 @@ SLOPE_STEP = 0.5
 # longer ones save less (40 steps -4.5 % BD-rate against -5.9 % at 20). Effort 1's four steps save as
 # much as five (-5.3 % against -5.4 %) in 7.0x effort 0's time instead of 7.7x; effort 2's run is
 # short, as the rounding refinement follows. SGA's draws lose to the noise-free mix on short runs
-# (32 steps: -4.8 % against -6.2 %) but keep gaining on long ones: with the refinement after them, 300
-# steps at lr 5e-3 / 1e-2 / 2e-2 / 4e-2 -9.5 / -10.5 / -10.8 / -8.7 %, 600 at 5e-3 -11.1 %, 600 at
-# 2e-2 -11.5 % (effort 3; the noise-free two runs it replaces: -9.0 %, at an eighth of the time).
+# (32 steps: -4.8 % against -6.2 %) but keep gaining on long ones, so effort 3 is one long run with
+# draws: 600 steps at lr 2e-2 saved the most of the step counts and rates measured
+# (bench/results/effort-choice/README.md).
 SCHEDULES = {
     1: (Schedule(steps=4, lr=5e-2, checks=1),),
     2: (Schedule(steps=12, lr=3e-2),),
