@@ -114,6 +114,9 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
         if target is not None and not target > 0:  # also refuses NaN
             raise OptionError(f"{name} must be a positive number, got {target}")
     model = _model(weights)
+    if not model.encodes:
+        raise OptionError(f"{model.name} ships decoder-only: it decodes its files but makes none "
+                          f"(encoding models: {', '.join(r.name for r in RELEASES.values() if r.encodes)})")
     dev = _device(device)
     with _stage("image", dev):
         picture = images.load(image)

@@ -201,16 +201,17 @@ def cmd_models(args) -> None:
     from .weights import DEFAULT_MODEL, RELEASES
 
     rows = [{"name": r.name, "model_id": r.model_id.hex(), "N": r.N, "M": r.M, "qualities": list(r.qualities),
-             "release": r.release, "megabytes": round(r.size_bytes / 1e6, 1), "default": r.name == DEFAULT_MODEL}
+             "release": r.release, "megabytes": round(r.size_bytes / 1e6, 1), "default": r.name == DEFAULT_MODEL,
+             "encodes": r.encodes}
             for r in RELEASES.values()]
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{'name':<12} {'model id':<16} {'N/M':<8} {'qualities':<10} {'since':<7} {'MB':>5}")
+    print(f"{'name':<12} {'model id':<16} {'N/M':<8} {'qualities':<10} {'since':<7} {'MB':>5}  uses")
     for row in rows:
         size, qualities = f"{row['N']}/{row['M']}", f"{row['qualities'][0]:g}-{row['qualities'][1]:g}"
         print(f"{row['name']:<12} {row['model_id']:<16} {size:<8} {qualities:<10} {row['release']:<7} {row['megabytes']:>5.1f}"
-              + ("  (default for encoding)" if row["default"] else ""))
+              + ("  encode (the default), decode" if row["default"] else "  encode, decode" if row["encodes"] else "  decode"))
     print("Every released model decodes its files; a file names its model by id.")
 
 

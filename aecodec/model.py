@@ -23,6 +23,7 @@ with warnings.catch_warnings():  # compressai's import-time torch.jit.script cal
     from compressai.models import MeanScaleHyperprior
     from compressai.ops import quantize_ste
 
+from .errors import WeightsError
 from .network import VariableRate, run_in
 from .quality import LAMBDAS
 
@@ -46,7 +47,10 @@ class AECModel(VariableRate, MeanScaleHyperprior):
         weights file."""
         from .weights import Model, load
 
-        net = (weights if isinstance(weights, Model) else load(weights)).net
+        loaded = weights if isinstance(weights, Model) else load(weights)
+        if not loaded.encodes:
+            raise WeightsError(f"{loaded.name} ships decoder-only: it has no analysis transforms to train from")
+        net = loaded.net
         model = cls(**net.config)
         model.load_state_dict({key: value.cpu() for key, value in net.state_dict().items()})
         return model

@@ -252,7 +252,8 @@ class Network(VariableRate, nn.Module):
     @classmethod
     def from_state_dict(cls, state_dict: dict, N: int, M: int) -> "Network":
         """The network holding AECModel's state dict, floating-point tensors as float32 (KeyError or
-        RuntimeError name what is missing or misshapen), frozen for inference."""
+        RuntimeError name what is missing or misshapen), frozen for inference. Without g_a's tensors it
+        decodes only: g_a and h_a are None."""
         with one_thread():
             state_dict = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
         with torch.device("meta"):  # no random initialisation of weights the state dict replaces
@@ -260,6 +261,8 @@ class Network(VariableRate, nn.Module):
         # The gain tables' row count (anchor qualities) comes from the weights, like the entropy tables.
         net.log_gain = nn.Parameter(torch.empty_like(state_dict["log_gain"], device="meta"))
         net.log_inv_gain = nn.Parameter(torch.empty_like(state_dict["log_inv_gain"], device="meta"))
+        if not any(key.startswith("g_a.") for key in state_dict):  # decoder-only weights (weights.decoder_only)
+            net.g_a = net.h_a = None
         net.load_state_dict(state_dict, assign=True)
         for module, names in cls.TABLES.items():
             missing = [name for name in names if not hasattr(getattr(net, module), name)]

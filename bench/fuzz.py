@@ -141,7 +141,8 @@ class Target:
 
 
 def make_seeds(out: Path, tiny) -> list[Path]:
-    """Small valid files of every mode, with the tiny model and every released one, at a few sizes and qualities."""
+    """Small valid files of every mode, with the tiny model and every released one that encodes, at a few sizes
+    and qualities (decoder-only releases keep the seeds they were given while they encoded)."""
     import numpy as np
 
     import aecodec
@@ -150,7 +151,8 @@ def make_seeds(out: Path, tiny) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     written = []
-    models = [("tiny", tiny, (1.0, 6.0, 10.0))] + [(name, load(name), release.qualities) for name, release in RELEASES.items()]
+    models = [("tiny", tiny, (1.0, 6.0, 10.0))] + [(name, load(name), release.qualities) for name, release in RELEASES.items()
+                                                         if release.encodes]
     for name, model, qualities in models:
         # Superseded models keep the smallest size only: every mode of every model stays covered, and
         # each release adds ~3 KB to the corpus instead of ~13 KB.

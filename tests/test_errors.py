@@ -136,3 +136,44 @@ def test_shipped_weights_inflate_from_gzip_checked_and_damage_is_a_weights_error
     (tmp_path / "tiny.pt.gz").write_bytes(gzip.compress(blob, mtime=0)[:-20])  # cut short
     with pytest.raises(WeightsError, match="damaged"):
         registry.load("tiny-gz")
+
+
+def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(tmp_path, monkeypatch, tiny_weights):
+    import dataclasses
+    import gzip
+    import hashlib
+
+    from aecodec import weights as registry
+    from aecodec.model import AECModel
+
+    blob = Path(tiny_weights).read_bytes()
+    decoder = registry.decoder_only(blob)
+    assert len(decoder) < len(blob) and registry.decoder_only(decoder) == decoder  # nothing left to strip
+    whole = registry.Release("tiny-dec", "tiny.pt", hashlib.sha256(blob).hexdigest(), 8, 8, (1.0, 10.0), "0.0.0")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(registry.RELEASES, whole.name, whole)
+    monkeypatch.setattr(registry, "_cache", {})
+    (tmp_path / "tiny.pt").write_bytes(blob)
+    assert registry.write_decoder_only("tiny-dec") == hashlib.sha256(decoder).hexdigest()
+    release = dataclasses.replace(whole, decoder_sha256=hashlib.sha256(decoder).hexdigest())
+    registry.RELEASES[release.name] = release
+    (tmp_path / "tiny.pt").unlink()  # what a release leaves: the decoder half only
+    assert release.path == tmp_path / "tiny.decoder.pt.gz" and not release.encodes
+    assert gzip.decompress(release.path.read_bytes()) == decoder
+
+    image = natural_like(48, 40)
+    files = [aecodec.encode(image, q, weights=str(tiny_weights)) for q in (2, 9)]
+    decoded = [np.array(aecodec.decode(data, weights=str(tiny_weights))) for data in files]
+    registry._cache.clear()
+    model = registry.load("tiny-dec")
+    assert model.model_id == release.model_id and not model.encodes and model.net.g_a is None
+    for data, expected in zip(files, decoded):
+        assert np.array_equal(np.array(aecodec.decode(data)), expected)  # found by the file's id, as before
+    with pytest.raises(OptionError, match="tiny-dec ships decoder-only"):
+        aecodec.encode(image, 2, weights="tiny-dec")
+    with pytest.raises(WeightsError, match="decoder-only"):
+        AECModel.from_weights("tiny-dec")
+    (tmp_path / "tiny.decoder.pt.gz").write_bytes(gzip.compress(blob, mtime=0))  # the whole file: not the one listed
+    registry._cache.clear()
+    with pytest.raises(WeightsError, match="sha256 check"):
+        registry.load("tiny-dec")

@@ -26,11 +26,20 @@ def test_sdist_carries_what_a_build_needs(tmp_path):
     assert expected <= names
 
 
-def test_the_default_ships_as_it_is_and_the_others_compressed():
+def test_the_default_ships_as_it_is_and_the_others_compressed_or_decoder_only():
     """The default model is read at every start (no inflating); the others only for their own files, and
-    compressed they keep the wheel and the device tool's 64 MiB from filling with each release."""
-    from aecodec.weights import DEFAULT_MODEL
+    compressed, or decoder-only, they keep the wheel under PyPI's 100 MB default and the device tool's 64 MiB
+    from filling with each release."""
+    from aecodec.weights import DEFAULT_MODEL, ENCODER_PARTS, load
 
-    assert {name: r.path.name for name, r in RELEASES.items()} == {
-        name: r.filename + ("" if name == DEFAULT_MODEL else ".gz") for name, r in RELEASES.items()}
+    expected = {name: r.filename if name == DEFAULT_MODEL else
+                r.filename.removesuffix(".pt") + ".decoder.pt.gz" if r.decoder_sha256 else r.filename + ".gz"
+                for name, r in RELEASES.items()}
+    assert {name: r.path.name for name, r in RELEASES.items()} == expected
     assert all(r.path.is_file() for r in RELEASES.values())
+    assert RELEASES[DEFAULT_MODEL].encodes and RELEASES["aec-hp64"].encodes
+    for release in RELEASES.values():
+        if not release.encodes:
+            state = load(release.name).net.state_dict()
+            assert not any(key.startswith(ENCODER_PARTS) for key in state) and "g_s.0.weight" in state
+    assert sum(r.size_bytes for r in RELEASES.values()) < 90e6  # room for the next default

@@ -2,7 +2,8 @@
 
 A model id is the first 8 bytes of the sha256 of its weights file; .aec headers record it, so a file
 always names the exact weights that decode it. A released model is never removed or changed: every
-later aecodec ships its weights file and decodes its files (docs/FORMAT.md, "Weights files").
+later aecodec decodes its files, from its weights file or, once superseded, from that file's decoder
+half, which is the same tensors less the analysis transforms (docs/FORMAT.md, "Weights files").
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..errors import WeightsError
 WEIGHTS_DIR = Path(__file__).resolve().parent
 FORMAT_TAG = "aecodec-weights/1"
 HALF_PRECISION_PARTS = ("g_a.", "g_s.", "h_a.", "h_s.")  # the analysis and synthesis transforms
+ENCODER_PARTS = ("g_a.", "h_a.")  # what only encoding reads: a decoder-only file leaves them out
 SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's default: 64)
 
 
@@ -34,17 +36,26 @@ class Release:
     M: int
     qualities: tuple[float, float]
     release: str  # the aecodec version that first shipped it
+    # Set once the model ships decoder-only (decoder_only() of its weights file): that file's sha256.
+    decoder_sha256: str = ""
 
     @property
     def model_id(self) -> bytes:
         return bytes.fromhex(self.sha256)[:8]
 
     @property
+    def encodes(self) -> bool:
+        return not self.decoder_sha256
+
+    @property
     def path(self) -> Path:
-        """Where its weights file ships: as it is (the default model, read at every start), or, once
+        """Where its weights ship: the file as it is (the default model, read at every start); once
         another model is the default, gzip-compressed as FILENAME.gz (`gzip -9n`: 24 % smaller, its CDF
-        tables shrink ~50x; ~0.1 s to inflate). The sha256 is the uncompressed file's either way."""
+        tables shrink ~50x; ~0.1 s to inflate); or, decoder-only, as STEM.decoder.pt.gz (another 35 %
+        smaller). The checked sha256 is the uncompressed file's."""
         raw = WEIGHTS_DIR / self.filename
+        if self.decoder_sha256:
+            return raw.with_name(raw.stem + ".decoder.pt.gz")
         return raw if raw.is_file() else raw.with_name(raw.name + ".gz")
 
     @property
@@ -52,22 +63,29 @@ class Release:
         return self.path.stat().st_size
 
 
-# Append only: an entry, once released, stays forever with the same file and sha256.
+# Append only: an entry, once released, stays forever with the same sha256 (its id); a superseded N=128
+# model gains decoder_sha256 when it starts shipping decoder-only (0.9.0). aec-hp64 ships whole: the small
+# model encodes ~4x faster.
 RELEASES = {
     release.name: release
     for release in (
         Release("aec-hp64", "aec-hp64.pt", "a264051d3bd2c7f9222d2445a73b0dc1f1dc5d01b3b619e3d75b27fc6c407eed",
                 64, 128, (1.0, 10.0), "0.1.0"),
         Release("aec-hp128", "aec-hp128.pt", "473c29fcdfeb0c209d5ea334680d7e565666f53c5ec5e0bc90d8a867cdb5c149",
-                128, 192, (1.0, 10.0), "0.3.0"),
+                128, 192, (1.0, 10.0), "0.3.0",
+                decoder_sha256="de6dd0d727548af29e16a2c9e2e516df80e52b80cb001a3a4d3d18db28495d95"),
         Release("aec-hp128b", "aec-hp128b.pt", "245eb8bfeca41e10fd1447868b2b75933ccc7263643000713ddbe83237c03897",
-                128, 192, (1.0, 10.0), "0.4.0"),
+                128, 192, (1.0, 10.0), "0.4.0",
+                decoder_sha256="13ddcf79d93949a2677f020519c763341b4a600d08e7c25865c1c47ea45f5e0b"),
         Release("aec-hp128c", "aec-hp128c.pt", "ad295d92fc73a6215ba18c8fc1ead7e494eb632bb5aa3df5eeeb2a3ffb9e2ca7",
-                128, 192, (1.0, 10.0), "0.5.0"),
+                128, 192, (1.0, 10.0), "0.5.0",
+                decoder_sha256="8130fd2631ee6d1f840118c2814e564779ec4ca82f6282503990c3994575d25d"),
         Release("aec-hp128d", "aec-hp128d.pt", "4fe9c01e413cc5816a0240ebb0187be6bf1b100e80720330bc33dee98c64e3f3",
-                128, 192, (1.0, 10.0), "0.6.0"),
+                128, 192, (1.0, 10.0), "0.6.0",
+                decoder_sha256="b9d273b9c24d4f57610fb3f21438740bbe06d9c8871e380e853159c5f85589fa"),
         Release("aec-hp128e", "aec-hp128e.pt", "c45c9855720e72b7ca5fb06fdd478de675ab886f737cc4166090563b433f2966",
-                128, 192, (1.0, 10.0), "0.7.0"),
+                128, 192, (1.0, 10.0), "0.7.0",
+                decoder_sha256="44b9bf0cf41b01f3f95f3b88312f1d4178c421671c6b71c408db455460e38b0a"),
         Release("aec-hp128f", "aec-hp128f.pt", "ef4b316021ed5b6a28daf84570dd2e1797f5f283a253516a1476d4a57a0adced",
                 128, 192, (1.0, 10.0), "0.8.0"),
     )
@@ -93,6 +111,11 @@ class Model:
     def id_hex(self) -> str:
         return self.model_id.hex()
 
+    @property
+    def encodes(self) -> bool:
+        """False for decoder-only weights (decoder_only()): they decode files but cannot make them."""
+        return self.net.g_a is not None
+
 
 def save_shipped(model, path: Path) -> None:
     """Freeze the integer CDF tables (compressai's update) and write weights + config atomically."""
@@ -116,22 +139,55 @@ def save_shipped(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _build(name: str, blob: bytes, digest: str) -> Model:
+def _read(blob: bytes, name: str) -> dict:
     import torch
-
-    from ..entropy import LatentCoder
-    from ..network import Network
 
     try:
         checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_TAG:
-            raise WeightsError(f"{name}: not an aecodec weights file (run `aecodec train` to make one)")
-        net = Network.from_state_dict(checkpoint["state_dict"], **checkpoint["config"])
-    except WeightsError:
-        raise
     except Exception as exc:
         raise WeightsError(f"{name}: cannot load weights: {exc}") from exc
-    return Model(name, bytes.fromhex(digest)[:8], net, LatentCoder(net))
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_TAG:
+        raise WeightsError(f"{name}: not an aecodec weights file (run `aecodec train` to make one)")
+    return checkpoint
+
+
+def _build(name: str, blob: bytes, model_id: bytes) -> Model:
+    from ..entropy import LatentCoder
+    from ..network import Network
+
+    checkpoint = _read(blob, name)
+    try:
+        net = Network.from_state_dict(checkpoint["state_dict"], **checkpoint["config"])
+    except Exception as exc:
+        raise WeightsError(f"{name}: cannot load weights: {exc}") from exc
+    return Model(name, model_id, net, LatentCoder(net))
+
+
+def decoder_only(blob: bytes) -> bytes:
+    """A weights file's decoder half: the same archive less the analysis transforms' tensors, which only
+    encoding reads. Superseded releases ship it: decoding their files is all a later aecodec owes them."""
+    import torch
+
+    checkpoint = _read(blob, "weights")
+    state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(ENCODER_PARTS)}
+    out = io.BytesIO()
+    torch.save({**checkpoint, "state_dict": state}, out)
+    return out.getvalue()
+
+
+def write_decoder_only(name: str) -> str:
+    """Writes the released model NAME's decoder half beside its weights file, as Release.path will name it
+    once its entry gains decoder_sha256; returns that sha256. The release step for a superseded default."""
+    release = RELEASES[name]
+    blob = release.path.read_bytes()
+    if release.path.suffix == ".gz":
+        blob = gzip.decompress(blob)
+    if hashlib.sha256(blob).hexdigest() != release.sha256:
+        raise WeightsError(f"{release.path} is not {name}'s whole weights file")
+    decoder = decoder_only(blob)
+    out = WEIGHTS_DIR / (Path(release.filename).stem + ".decoder.pt.gz")
+    out.write_bytes(gzip.compress(decoder, compresslevel=9, mtime=0))
+    return hashlib.sha256(decoder).hexdigest()
 
 
 _cache: dict[str, Model] = {}
@@ -152,16 +208,18 @@ def load(weights: str | os.PathLike | None = None) -> Model:
                 blob = gzip.decompress(blob)
             except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError
                 raise WeightsError(f"shipped weights {path} are damaged ({exc}): reinstall aecodec") from None
+        release = RELEASES[key]
         digest = hashlib.sha256(blob).hexdigest()
-        if digest != RELEASES[key].sha256:
+        if digest != (release.decoder_sha256 or release.sha256):
             raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall aecodec")
+        model_id = release.model_id
     else:
         path = Path(key)
         if not path.is_file():
             raise WeightsError(f"no weights file {key!r} (released models: {', '.join(RELEASES)})")
         blob = path.read_bytes()
-        digest = hashlib.sha256(blob).hexdigest()
-    model = _build(key, blob, digest)
+        model_id = hashlib.sha256(blob).digest()[:8]
+    model = _build(key, blob, model_id)
     _cache[key] = model
     return model
 
