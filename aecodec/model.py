@@ -49,7 +49,8 @@ class AECModel(VariableRate, MeanScaleHyperprior):
 
         loaded = weights if isinstance(weights, Model) else load(weights)
         if not loaded.encodes:
-            raise WeightsError(f"{loaded.name} ships decoder-only: it has no analysis transforms to train from")
+            raise WeightsError(f"{loaded.name} ships decoder-only: without its analysis transforms it can neither "
+                               "train nor encode (start from the default model or a weights file)")
         net = loaded.net
         model = cls(**net.config)
         model.load_state_dict({key: value.cpu() for key, value in net.state_dict().items()})

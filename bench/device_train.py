@@ -173,12 +173,15 @@ def pack(args) -> None:
     out, repo = Path(args.out), toplevel(Path(args.repo))
     if repo is None:
         raise SystemExit(f"error: {args.repo} is not a git checkout (the device tool sends one)")
+    model = load(args.init)  # also checks that the weights load
+    if not model.encodes:  # here, not on the device after its time is spent
+        raise SystemExit(f"error: {args.init} ships decoder-only: start from the default model or a weights file")
+    config = model.net.config
     if out.exists():
         if not (out / MANIFEST).exists():
             raise SystemExit(f"error: {out} exists and is not a pack; remove it or choose another --out")
         shutil.rmtree(out)
     (out / "images").mkdir(parents=True)
-    config = load(args.init).net.config  # also checks that the weights load
     init = args.init
     if Path(args.init).is_file():
         shutil.copyfile(args.init, out / "init.pt")

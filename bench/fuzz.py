@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of `aecodec.decode` (atheris, i.e. libFuzzer driving Python).
 
-    python -m bench.fuzz seeds tests/data/fuzz/corpus         # (re)make the seed corpus
+    python -m bench.fuzz seeds tests/data/fuzz/corpus         # (re)make the seeds of the models that encode
     nice -n 19 python -m bench.fuzz run CORPUS_DIR [libFuzzer flags, e.g. -runs=100000 -seed=1]
     python -m bench.fuzz replay FILE_OR_DIR...                 # run files through the target, no atheris
 

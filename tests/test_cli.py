@@ -1,5 +1,6 @@
 """The aecodec command, run as users run it: in a subprocess."""
 
+import json
 import subprocess
 import sys
 
@@ -99,6 +100,19 @@ def test_bad_input_is_a_clear_error(tmp_path, png, tiny_weights, args, message, 
     assert main([*args, *extra]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.aec").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_models_lists_every_release_and_what_it_does(capsys):
+    from aecodec.weights import DEFAULT_MODEL, RELEASES
+
+    main(["models", "--json"])
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(RELEASES) and [n for n, row in rows.items() if row["default"]] == [DEFAULT_MODEL]
+    assert {n for n, row in rows.items() if row["encodes"]} == {n for n, r in RELEASES.items() if not r.decoder_sha256}
+    main(["models"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert lines[DEFAULT_MODEL].endswith("encode (the default), decode")
+    assert all(lines[n].endswith("  decode") for n, row in rows.items() if not row["encodes"])
 
 
 def test_backend_report():

@@ -147,6 +147,17 @@ def test_pack_refuses_a_folder_it_did_not_write(tmp_path):
                            "--no-wheels"])
 
 
+def test_pack_refuses_a_decoder_only_start_before_the_device_is_spent(tmp_path):
+    from aecodec.weights import RELEASES
+
+    make_data(tmp_path)
+    superseded = next(name for name, release in RELEASES.items() if not release.encodes)
+    with pytest.raises(SystemExit, match="ships decoder-only"):
+        device_train.main(["pack", "--data", str(tmp_path / "data"), "--init", superseded, "--out", str(tmp_path / "pack"),
+                           "--no-wheels"])
+    assert not (tmp_path / "pack").exists()  # nothing a later pack would refuse as "not a pack"
+
+
 def test_device_check_cross_decodes_every_file_on_every_device():
     import torch
 

@@ -42,4 +42,5 @@ def test_the_default_ships_as_it_is_and_the_others_compressed_or_decoder_only():
         if not release.encodes:
             state = load(release.name).net.state_dict()
             assert not any(key.startswith(ENCODER_PARTS) for key in state) and "g_s.0.weight" in state
-    assert sum(r.size_bytes for r in RELEASES.values()) < 90e6  # room for the next default
+    # Room for one more release: a new default as big as this one (this one then shrinks, ignored here).
+    assert sum(r.size_bytes for r in RELEASES.values()) + RELEASES[DEFAULT_MODEL].size_bytes < 100e6

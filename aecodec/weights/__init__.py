@@ -201,7 +201,7 @@ def load(weights: str | os.PathLike | None = None) -> Model:
     if key in RELEASES:
         path = RELEASES[key].path
         if not path.is_file():
-            raise WeightsError(f"shipped weights {WEIGHTS_DIR / RELEASES[key].filename} are missing: reinstall aecodec")
+            raise WeightsError(f"shipped weights {path} are missing: reinstall aecodec")
         blob = path.read_bytes()
         if path.suffix == ".gz":
             try:
