@@ -87,10 +87,13 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.7.0",
                 decoder_sha256="44b9bf0cf41b01f3f95f3b88312f1d4178c421671c6b71c408db455460e38b0a"),
         Release("aec-hp128f", "aec-hp128f.pt", "ef4b316021ed5b6a28daf84570dd2e1797f5f283a253516a1476d4a57a0adced",
-                128, 192, (1.0, 10.0), "0.8.0"),
+                128, 192, (1.0, 10.0), "0.8.0",
+                decoder_sha256="6b35665ac9bd86331b7ec74c943853bd652d6cd2041d58076862a2f0dd15a6e5"),
+        Release("aec-hp128g", "aec-hp128g.pt", "5f2247f032bbfa01fc6f9192ff92ee66cafa006b9f9ff5b8aea90ec420b8cb3d",
+                128, 192, (1.0, 10.0), "0.9.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128f"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128g"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
