@@ -53,10 +53,14 @@ class Release:
         another model is the default, gzip-compressed as FILENAME.gz (`gzip -9n`: 24 % smaller, its CDF
         tables shrink ~50x; ~0.1 s to inflate); or, decoder-only, as STEM.decoder.pt.gz (another 35 %
         smaller). The checked sha256 is the uncompressed file's."""
-        raw = WEIGHTS_DIR / self.filename
         if self.decoder_sha256:
-            return raw.with_name(raw.stem + ".decoder.pt.gz")
+            return self.decoder_path
+        raw = WEIGHTS_DIR / self.filename
         return raw if raw.is_file() else raw.with_name(raw.name + ".gz")
+
+    @property
+    def decoder_path(self) -> Path:
+        return WEIGHTS_DIR / (Path(self.filename).stem + ".decoder.pt.gz")
 
     @property
     def size_bytes(self) -> int:
@@ -182,15 +186,28 @@ def write_decoder_only(name: str) -> str:
     """Writes the released model NAME's decoder half beside its weights file, as Release.path will name it
     once its entry gains decoder_sha256; returns that sha256. The release step for a superseded default."""
     release = RELEASES[name]
-    blob = release.path.read_bytes()
-    if release.path.suffix == ".gz":
-        blob = gzip.decompress(blob)
-    if hashlib.sha256(blob).hexdigest() != release.sha256:
+    if not release.encodes:
         raise WeightsError(f"{release.path} is not {name}'s whole weights file")
-    decoder = decoder_only(blob)
-    out = WEIGHTS_DIR / (Path(release.filename).stem + ".decoder.pt.gz")
-    out.write_bytes(gzip.compress(decoder, compresslevel=9, mtime=0))
+    decoder = decoder_only(_shipped_bytes(release))
+    release.decoder_path.write_bytes(gzip.compress(decoder, compresslevel=9, mtime=0))
     return hashlib.sha256(decoder).hexdigest()
+
+
+def _shipped_bytes(release: Release) -> bytes:
+    """A released model's shipped weights, inflated and checked against the sha256 of the form it ships in."""
+    path = release.path
+    if not path.is_file():
+        raise WeightsError(f"shipped weights {path} are missing: reinstall aecodec")
+    blob = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            blob = gzip.decompress(blob)
+        except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError
+            raise WeightsError(f"shipped weights {path} are damaged ({exc}): reinstall aecodec") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != (release.decoder_sha256 or release.sha256):
+        raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall aecodec")
+    return blob
 
 
 _cache: dict[str, Model] = {}
@@ -202,20 +219,8 @@ def load(weights: str | os.PathLike | None = None) -> Model:
     if key in _cache:
         return _cache[key]
     if key in RELEASES:
-        path = RELEASES[key].path
-        if not path.is_file():
-            raise WeightsError(f"shipped weights {path} are missing: reinstall aecodec")
-        blob = path.read_bytes()
-        if path.suffix == ".gz":
-            try:
-                blob = gzip.decompress(blob)
-            except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError
-                raise WeightsError(f"shipped weights {path} are damaged ({exc}): reinstall aecodec") from None
-        release = RELEASES[key]
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest != (release.decoder_sha256 or release.sha256):
-            raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall aecodec")
-        model_id = release.model_id
+        blob = _shipped_bytes(RELEASES[key])
+        model_id = RELEASES[key].model_id
     else:
         path = Path(key)
         if not path.is_file():
