@@ -5,7 +5,8 @@
 
 Each model runs a float32 forward pass (noise-free rounding, as in training's held-out scoring) on centre
 crops of the first --limit images; prints the RD loss, bpp and PSNR per quality and the loss relative to
---against. A quick check between Kodak BD-rate runs (bench.rd), which need exported weights. To judge a
+--against, then the transforms' ceiling: the PSNR of g_s(g_a(x)) with the latents left unrounded, which
+no rate can pass (at the top quality, rounding costs only a few tenths of a dB below it). A quick check between Kodak BD-rate runs (bench.rd), which need exported weights. To judge a
 run at a high learning rate, anneal a copy of its state first (README, "The next model").
 """
 
@@ -46,9 +47,16 @@ def score(model: AECModel, x: torch.Tensor, qualities: list[float]) -> dict[floa
     result = {}
     for q in qualities:
         stats = rd_loss(model, x, torch.full((len(x),), q))
+        quality = torch.full((len(x),), q)
+        unrounded = model.synthesis(model.analysis(x, quality)[0], quality).clamp(0, 1)
         result[q] = {"loss": stats["loss"].item(), "bpp": stats["bpp"].item(),
-                     "psnr": (10 * torch.log10(1 / stats["mse"])).mean().item()}
+                     "psnr": psnr(stats["mse"]), "ceiling": psnr(((unrounded - x) ** 2).mean(dim=(1, 2, 3)))}
     return result
+
+
+def psnr(mse: torch.Tensor) -> float:
+    """The mean over images of each one's PSNR (per-image MSEs in, pixels in [0, 1])."""
+    return (10 * torch.log10(1 / mse)).mean().item()
 
 
 def main(argv=None) -> dict:
@@ -72,6 +80,8 @@ def main(argv=None) -> dict:
         print(f"| {label} | " + " | ".join(
             f"{s['loss']:.3f} ({100 * (s['loss'] / reference[q]['loss'] - 1):+.1f} %), {s['bpp']:.3f}, {s['psnr']:.2f}"
             for q, s in scores.items()) + " |")
+    print("\nceiling (PSNR with unrounded latents): " + "; ".join(
+        f"{label} " + ", ".join(f"q{q:g} {s['ceiling']:.2f}" for q, s in scores.items()) for label, scores in results.items()))
     return results
 
 

@@ -142,5 +142,8 @@ def test_checkpoint_scores_a_training_state_against_weights(tmp_path, tiny_weigh
     assert ours.keys() == {2.0, 9.0}
     for q in ours:
         assert ours[q]["loss"] == pytest.approx(reference[q]["loss"])
+        assert ours[q]["ceiling"] == pytest.approx(reference[q]["ceiling"])
+        assert ours[q]["ceiling"] != pytest.approx(ours[q]["psnr"], abs=1e-3)  # the rounding is left out
     assert ours[9.0]["bpp"] > ours[2.0]["bpp"]
-    assert "+0.0 %" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "+0.0 %" in output and "ceiling" in output
