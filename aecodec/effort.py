@@ -89,12 +89,12 @@ SLOPE_STEP = 0.5
 # much as five (-5.3 % against -5.4 %) in 7.0x effort 0's time instead of 7.7x; effort 2's run is
 # short, as the rounding refinement follows. SGA's draws lose to the noise-free mix on short runs
 # (32 steps: -4.8 % against -6.2 %) but keep gaining on long ones, so effort 3 is one long run with
-# draws: 600 steps at lr 2e-2 saved the most of the step counts and rates measured
-# (bench/results/effort-choice/README.md).
+# draws at lr 2e-2, the best of the rates measured at 300 and 600 steps; 1200 steps saved more than
+# 600 (bench/results/effort-choice/README.md).
 SCHEDULES = {
     1: (Schedule(steps=4, lr=5e-2, checks=1),),
     2: (Schedule(steps=12, lr=3e-2),),
-    3: (Schedule(steps=600, lr=2e-2, tau_end=0.1, checks=12, draws=True),),
+    3: (Schedule(steps=1200, lr=2e-2, tau_end=0.1, checks=24, draws=True),),
 }
 
 
