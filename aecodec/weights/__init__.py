@@ -94,10 +94,13 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.8.0",
                 decoder_sha256="6b35665ac9bd86331b7ec74c943853bd652d6cd2041d58076862a2f0dd15a6e5"),
         Release("aec-hp128g", "aec-hp128g.pt", "5f2247f032bbfa01fc6f9192ff92ee66cafa006b9f9ff5b8aea90ec420b8cb3d",
-                128, 192, (1.0, 10.0), "0.9.0"),
+                128, 192, (1.0, 10.0), "0.9.0",
+                decoder_sha256="430bb9efc9acf1be57c564bfd00f00191e25174f84f4b7af7d98630e41c7ad94"),
+        Release("aec-hp128h", "aec-hp128h.pt", "41e09122d95f7e5142de3ec169f95322130ff9ad188b307af0549bcf48147a5d",
+                128, 192, (1.0, 10.0), "0.10.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128g"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128h"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
