@@ -140,6 +140,11 @@ def widen(small: AECModel, N: int, M: int, seed: int = 0) -> AECModel:
     return big
 
 
+def mean_psnr(mse: torch.Tensor) -> float:
+    """The mean of each image's PSNR, from per-image MSEs of pixels in [0, 1]."""
+    return (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+
+
 def random_qualities(batch: int, gen: torch.Generator) -> torch.Tensor:
     return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * torch.rand(batch, generator=gen)
 
@@ -281,8 +286,7 @@ def train(args: argparse.Namespace) -> None:
         stats = train_step(net, model, optimizer, aux_optimizer, x, quality)
         step += 1
 
-        psnr = (10 * torch.log10(1 / stats["mse"].detach().clamp_min(1e-10))).mean().item()
-        now = {"loss": stats["loss"].item(), "bpp": stats["bpp"].item(), "psnr": psnr}
+        now = {"loss": stats["loss"].item(), "bpp": stats["bpp"].item(), "psnr": mean_psnr(stats["mse"].detach())}
         ema = now if ema is None else {k: 0.98 * ema[k] + 0.02 * v for k, v in now.items()}
         bar.set_postfix(loss=f"{ema['loss']:.3f}", bpp=f"{ema['bpp']:.3f}", psnr=f"{ema['psnr']:.2f}", refresh=False)
         bar.update()

@@ -5,8 +5,9 @@
 
 Each model runs a float32 forward pass (noise-free rounding, as in training's held-out scoring) on centre
 crops of the first --limit images; prints the RD loss, bpp and PSNR per quality and the loss relative to
---against, then the transforms' ceiling: the PSNR of g_s(g_a(x)) with the latents left unrounded, which
-no rate can pass (at the top quality, rounding costs only a few tenths of a dB below it). A quick check between Kodak BD-rate runs (bench.rd), which need exported weights. To judge a
+--against, then each model's ceiling: the PSNR of g_s(g_a(x)) with the latents left unrounded, a measure
+of how well the transforms reconstruct at all (an indication, not a bound: g_s never saw unrounded latents
+in training). A quick check between Kodak BD-rate runs (bench.rd), which need exported weights. To judge a
 run at a high learning rate, anneal a copy of its state first (README, "The next model").
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from aecodec.model import AECModel
-from aecodec.train import load_images, rd_loss
+from aecodec.train import load_images, mean_psnr, rd_loss
 
 
 def centre_crops(folder: Path, limit: int, crop: int) -> torch.Tensor:
@@ -44,19 +45,16 @@ def load(path_or_name: str) -> tuple[AECModel, str]:
 @torch.no_grad()
 def score(model: AECModel, x: torch.Tensor, qualities: list[float]) -> dict[float, dict]:
     model.eval()
+    features = model.analysis_features(x)  # g_a's output, the same at every quality
     result = {}
     for q in qualities:
-        stats = rd_loss(model, x, torch.full((len(x),), q))
         quality = torch.full((len(x),), q)
-        unrounded = model.synthesis(model.analysis(x, quality)[0], quality).clamp(0, 1)
-        result[q] = {"loss": stats["loss"].item(), "bpp": stats["bpp"].item(),
-                     "psnr": psnr(stats["mse"]), "ceiling": psnr(((unrounded - x) ** 2).mean(dim=(1, 2, 3)))}
+        stats = rd_loss(model, x, quality)
+        # Unclamped, as rd_loss's x_hat, so the ceiling and the PSNR differ by the rounding alone.
+        unrounded = model.synthesis(model.latents_at(features, quality)[0], quality)
+        result[q] = {"loss": stats["loss"].item(), "bpp": stats["bpp"].item(), "psnr": mean_psnr(stats["mse"]),
+                     "ceiling": mean_psnr(((unrounded - x) ** 2).mean(dim=(1, 2, 3)))}
     return result
-
-
-def psnr(mse: torch.Tensor) -> float:
-    """The mean over images of each one's PSNR (per-image MSEs in, pixels in [0, 1])."""
-    return (10 * torch.log10(1 / mse)).mean().item()
 
 
 def main(argv=None) -> dict:
@@ -81,7 +79,8 @@ def main(argv=None) -> dict:
             f"{s['loss']:.3f} ({100 * (s['loss'] / reference[q]['loss'] - 1):+.1f} %), {s['bpp']:.3f}, {s['psnr']:.2f}"
             for q, s in scores.items()) + " |")
     print("\nceiling (PSNR with unrounded latents): " + "; ".join(
-        f"{label} " + ", ".join(f"q{q:g} {s['ceiling']:.2f}" for q, s in scores.items()) for label, scores in results.items()))
+        f"{label} " + ", ".join(f"q{q:g} {s['ceiling']:.2f}" for q, s in by_quality.items())
+        for label, by_quality in results.items()))
     return results
 
 
