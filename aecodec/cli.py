@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lossless", action="store_true", help="store the image exactly (same as --mode lossless)")
     p.add_argument("--effort", "-e", type=int, default=0, metavar="0..3",
                    help="encode time for fewer bits at the same fidelity: 0 (default) fastest, 3 slowest, "
-                        "on average the most saved (~4 %% at 1 in ~7x the time, ~8 %% at 2 in ~30x, ~12 %% at 3 in ~1200x, minutes on a CPU); "
+                        "on average the most saved (~4 %% at 1 in ~7x the time, ~8 %% at 2 in ~30x, ~12 %% at 3 in ~1000x, minutes on a CPU); "
                         "any decoder reads the result")
     common(p)
     p.set_defaults(run=cmd_compress)
