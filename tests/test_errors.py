@@ -150,15 +150,18 @@ def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(
     decoder = registry.decoder_only(blob)
     assert len(decoder) < len(blob) and registry.decoder_only(decoder) == decoder  # nothing left to strip
     whole = registry.Release("tiny-dec", "tiny.pt", hashlib.sha256(blob).hexdigest(), 8, 8, (1.0, 10.0), "0.0.0")
+    archive = tmp_path / "archive"
+    archive.mkdir()
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "ARCHIVE_DIR", archive)
     monkeypatch.setitem(registry.RELEASES, whole.name, whole)
     monkeypatch.setattr(registry, "_cache", {})
     (tmp_path / "tiny.pt").write_bytes(blob)
     assert registry.write_decoder_only("tiny-dec") == hashlib.sha256(decoder).hexdigest()
     release = dataclasses.replace(whole, decoder_sha256=hashlib.sha256(decoder).hexdigest())
     registry.RELEASES[release.name] = release
-    (tmp_path / "tiny.pt").unlink()  # what a release leaves: the decoder half only
-    assert release.path == tmp_path / "tiny.decoder.pt.gz" and not release.encodes
+    (tmp_path / "tiny.pt").unlink()  # what a release leaves: the decoder half only, in the archive
+    assert release.path == archive / "tiny.decoder.pt.gz" and not release.encodes
     assert gzip.decompress(release.path.read_bytes()) == decoder
     with pytest.raises(WeightsError, match="not tiny-dec's whole weights file"):
         registry.write_decoder_only("tiny-dec")  # a decoder-only file has no decoder half to take
@@ -175,7 +178,11 @@ def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(
         aecodec.encode(image, 2, weights="tiny-dec")
     with pytest.raises(WeightsError, match="decoder-only"):
         AECModel.from_weights("tiny-dec")
-    (tmp_path / "tiny.decoder.pt.gz").write_bytes(gzip.compress(blob, mtime=0))  # the whole file: not the one listed
     registry._cache.clear()
-    with pytest.raises(WeightsError, match="sha256 check"):
+    monkeypatch.setattr(registry, "ARCHIVE_DIR", None)  # installed without its dependency
+    with pytest.raises(WeightsError, match="in the aecodec-archive package, which is not installed"):
+        aecodec.decode(files[0])
+    monkeypatch.setattr(registry, "ARCHIVE_DIR", archive)
+    (archive / "tiny.decoder.pt.gz").write_bytes(gzip.compress(blob, mtime=0))  # the whole file: not the one listed
+    with pytest.raises(WeightsError, match="sha256 check.*reinstall aecodec-archive"):
         registry.load("tiny-dec")

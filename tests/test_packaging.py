@@ -1,19 +1,24 @@
 """Packaging: the sdist builds the extension and carries the weights, spec and test vectors."""
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
+import zipfile
 from pathlib import Path
 
 import aecodec
 from aecodec.weights import RELEASES
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_sdist_carries_what_a_build_needs(tmp_path):
     """A wheel built from the sdist needs csrc's headers and sources; users need the weights and the spec."""
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=root,
+    done = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "AECODEC_NO_EXT": "1"})
     assert done.returncode == 0, done.stderr
     (archive,) = tmp_path.glob("aecodec-*.tar.gz")
@@ -21,16 +26,35 @@ def test_sdist_carries_what_a_build_needs(tmp_path):
     with tarfile.open(archive) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     expected = {"csrc/rans.h", "csrc/ops.h", "csrc/cpu.cpp", "csrc/cuda.cu", "csrc/bindings.cpp", "setup.py",
-                "docs/FORMAT.md", *(f"aecodec/weights/{r.path.name}" for r in RELEASES.values()),
+                "docs/FORMAT.md", *(f"aecodec/weights/{r.path.name}" for r in RELEASES.values() if r.encodes),
                 *(f"tests/data/conformance/{name}/manifest.json" for name in RELEASES)}
     assert expected <= names
 
 
+def test_the_archive_wheel_carries_every_superseded_decoder_and_aecodec_requires_its_version(tmp_path):
+    """Superseded models decode from aecodec-archive's files: its wheel must hold every one this aecodec
+    names, and aecodec must require the archive version that added the newest of them."""
+    import aecodec_archive
+
+    source = shutil.copytree(ROOT / "archive", tmp_path / "archive", ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                           str(tmp_path / "wheel"), str(source)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "wheel").glob("aecodec_archive-*.whl")
+    assert wheel.name.startswith(f"aecodec_archive-{aecodec_archive.__version__}-")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {f"aecodec_archive/{r.path.name}" for r in RELEASES.values() if not r.encodes} <= names
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (required,) = [d for d in dependencies if re.match(r"aecodec-archive\b", d)]
+    assert required == f"aecodec-archive>={aecodec_archive.__version__}"
+
+
 def test_the_default_ships_as_it_is_and_the_others_compressed_or_decoder_only():
     """The default model is read at every start (no inflating); the others only for their own files, and
-    compressed, or decoder-only, they keep the wheel under PyPI's 100 MB default and the device tool's 64 MiB
-    from filling with each release."""
-    from aecodec.weights import DEFAULT_MODEL, ENCODER_PARTS, load
+    compressed, or decoder-only in aecodec-archive, they keep both wheels under PyPI's 100 MB default and
+    the device tool's 64 MiB from filling with each release."""
+    from aecodec.weights import ARCHIVE_DIR, DEFAULT_MODEL, ENCODER_PARTS, WEIGHTS_DIR, load
 
     expected = {name: r.filename if name == DEFAULT_MODEL else
                 r.filename.removesuffix(".pt") + ".decoder.pt.gz" if r.decoder_sha256 else r.filename + ".gz"
@@ -42,5 +66,11 @@ def test_the_default_ships_as_it_is_and_the_others_compressed_or_decoder_only():
         if not release.encodes:
             state = load(release.name).net.state_dict()
             assert not any(key.startswith(ENCODER_PARTS) for key in state) and "g_s.0.weight" in state
-    # Room for one more release: a new default as big as this one (this one then shrinks, ignored here).
-    assert sum(r.size_bytes for r in RELEASES.values()) + RELEASES[DEFAULT_MODEL].size_bytes < 100e6
+    assert {r.path.parent for r in RELEASES.values() if r.encodes} == {WEIGHTS_DIR}
+    assert {r.path.parent for r in RELEASES.values() if not r.encodes} == {ARCHIVE_DIR}
+    # Room for one more release in each: a new default as big as this one, and this one's decoder (as big
+    # as the biggest so far) in the archive.
+    encoders = [r.size_bytes for r in RELEASES.values() if r.encodes]
+    decoders = [r.size_bytes for r in RELEASES.values() if not r.encodes]
+    assert sum(encoders) + RELEASES[DEFAULT_MODEL].size_bytes < 100e6
+    assert sum(decoders) + max(decoders) < 100e6

@@ -3,13 +3,15 @@
 A model id is the first 8 bytes of the sha256 of its weights file; .aec headers record it, so a file
 always names the exact weights that decode it. A released model is never removed or changed: every
 later aecodec decodes its files, from its weights file or, once superseded, from that file's decoder
-half, which is the same tensors less the analysis transforms (docs/FORMAT.md, "Weights files").
+half, which is the same tensors less the analysis transforms (docs/FORMAT.md, "Weights files"). The
+decoder halves ship in the companion package aecodec-archive (a dependency; archive/ in the source tree).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import os
 from dataclasses import dataclass
@@ -22,12 +24,22 @@ FORMAT_TAG = "aecodec-weights/1"
 HALF_PRECISION_PARTS = ("g_a.", "g_s.", "h_a.", "h_s.")  # the analysis and synthesis transforms
 ENCODER_PARTS = ("g_a.", "h_a.")  # what only encoding reads: a decoder-only file leaves them out
 SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's default: 64)
+ARCHIVE = "aecodec-archive"  # the distribution that holds superseded models' decoders (below)
 
+
+def _archive_dir() -> Path | None:
+    """Where the aecodec_archive package lies (found, not imported: start-up only pays for a path)."""
+    spec = importlib.util.find_spec("aecodec_archive")
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
+ARCHIVE_DIR = _archive_dir()
 
 
 @dataclass(frozen=True)
 class Release:
-    """A released model: its weights file in this folder, that file's sha256, and what it codes."""
+    """A released model: its weights file (in this folder, or its decoder half in aecodec-archive), that
+    file's sha256, and what it codes."""
 
     name: str
     filename: str
@@ -51,8 +63,8 @@ class Release:
     def path(self) -> Path:
         """Where its weights ship: the file as it is (the default model, read at every start); once
         another model is the default, gzip-compressed as FILENAME.gz (`gzip -9n`: 24 % smaller, its CDF
-        tables shrink ~50x; ~0.1 s to inflate); or, decoder-only, as STEM.decoder.pt.gz (another 35 %
-        smaller). The checked sha256 is the uncompressed file's."""
+        tables shrink ~50x; ~0.1 s to inflate); or, decoder-only, as STEM.decoder.pt.gz in aecodec-archive
+        (another 35 % smaller). The checked sha256 is the uncompressed file's."""
         if self.decoder_sha256:
             return self.decoder_path
         raw = WEIGHTS_DIR / self.filename
@@ -60,7 +72,10 @@ class Release:
 
     @property
     def decoder_path(self) -> Path:
-        return WEIGHTS_DIR / (Path(self.filename).stem + ".decoder.pt.gz")
+        if ARCHIVE_DIR is None:
+            raise WeightsError(f"{self.name} only decodes, from its decoder in the {ARCHIVE} package, which is "
+                               f"not installed: pip install {ARCHIVE}")
+        return ARCHIVE_DIR / (Path(self.filename).stem + ".decoder.pt.gz")
 
     @property
     def size_bytes(self) -> int:
@@ -186,8 +201,8 @@ def decoder_only(blob: bytes) -> bytes:
 
 
 def write_decoder_only(name: str) -> str:
-    """Writes the released model NAME's decoder half beside its weights file, as Release.path will name it
-    once its entry gains decoder_sha256; returns that sha256. The release step for a superseded default."""
+    """Writes the released model NAME's decoder half into aecodec-archive's folder, as Release.path will name
+    it once its entry gains decoder_sha256; returns that sha256. The release step for a superseded default."""
     release = RELEASES[name]
     if not release.encodes:
         raise WeightsError(f"{release.path} is not {name}'s whole weights file")
@@ -199,17 +214,18 @@ def write_decoder_only(name: str) -> str:
 def _shipped_bytes(release: Release) -> bytes:
     """A released model's shipped weights, inflated and checked against the sha256 of the form it ships in."""
     path = release.path
+    package = ARCHIVE if release.decoder_sha256 else "aecodec"
     if not path.is_file():
-        raise WeightsError(f"shipped weights {path} are missing: reinstall aecodec")
+        raise WeightsError(f"shipped weights {path} are missing: reinstall {package}")
     blob = path.read_bytes()
     if path.suffix == ".gz":
         try:
             blob = gzip.decompress(blob)
         except (OSError, EOFError, ValueError) as exc:  # BadGzipFile is an OSError
-            raise WeightsError(f"shipped weights {path} are damaged ({exc}): reinstall aecodec") from None
+            raise WeightsError(f"shipped weights {path} are damaged ({exc}): reinstall {package}") from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != (release.decoder_sha256 or release.sha256):
-        raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall aecodec")
+        raise WeightsError(f"shipped weights {path} fail their sha256 check (got {digest[:16]}...): reinstall {package}")
     return blob
 
 
