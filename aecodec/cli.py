@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import AecError, OptionError
+from .errors import AecError, OptionError, WeightsError
 from .format import info
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
@@ -198,10 +198,16 @@ def cmd_info(args) -> None:
 
 
 def cmd_models(args) -> None:
-    from .weights import DEFAULT_MODEL, RELEASES
+    from .weights import ARCHIVE, DEFAULT_MODEL, RELEASES
+
+    def megabytes(release) -> float | None:
+        try:
+            return round(release.size_bytes / 1e6, 1)
+        except (WeightsError, OSError):  # a superseded model without (this version of) the archive
+            return None
 
     rows = [{"name": r.name, "model_id": r.model_id.hex(), "N": r.N, "M": r.M, "qualities": list(r.qualities),
-             "release": r.release, "megabytes": round(r.size_bytes / 1e6, 1), "default": r.name == DEFAULT_MODEL,
+             "release": r.release, "megabytes": megabytes(r), "default": r.name == DEFAULT_MODEL,
              "encodes": r.encodes}
             for r in RELEASES.values()]
     if args.json:
@@ -210,8 +216,10 @@ def cmd_models(args) -> None:
     print(f"{'name':<12} {'model id':<16} {'N/M':<8} {'qualities':<10} {'since':<7} {'MB':>5}  uses")
     for row in rows:
         size, qualities = f"{row['N']}/{row['M']}", f"{row['qualities'][0]:g}-{row['qualities'][1]:g}"
-        print(f"{row['name']:<12} {row['model_id']:<16} {size:<8} {qualities:<10} {row['release']:<7} {row['megabytes']:>5.1f}"
-              + ("  encode (the default), decode" if row["default"] else "  encode, decode" if row["encodes"] else "  decode"))
+        shipped = "-" if row["megabytes"] is None else f"{row['megabytes']:.1f}"
+        print(f"{row['name']:<12} {row['model_id']:<16} {size:<8} {qualities:<10} {row['release']:<7} {shipped:>5}"
+              + ("  encode (the default), decode" if row["default"] else "  encode, decode" if row["encodes"]
+                 else "  decode" if row["megabytes"] is not None else f"  decode (needs {ARCHIVE}: not installed or too old)"))
     print("Every released model decodes its files; a file names its model by id.")
 
 

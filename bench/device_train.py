@@ -114,12 +114,13 @@ def leave_behind(repo: Path, paths: list[Path]) -> list[str]:
     return names
 
 
-def unused_weights(init: str) -> list[Path]:
-    """The released weights files a device run from `init` does not read: all but the default model's
-    (bench.device_check encodes with it) and the starting model's."""
+def unused_weights(repo: Path, init: str) -> list[Path]:
+    """The released weights files in the source tree `repo` that a device run from `init` does not read:
+    all but the default model's (bench.device_check encodes with it) and the starting model's."""
     from aecodec.weights import DEFAULT_MODEL, RELEASES
 
-    return [r.path for r in RELEASES.values() if r.name not in (DEFAULT_MODEL, init)]
+    return [repo / "aecodec" / "weights" / r.path.name if r.encodes else repo / "archive" / "aecodec_archive" / r.decoder_name
+            for r in RELEASES.values() if r.name not in (DEFAULT_MODEL, init)]
 
 
 def restore(repo: Path) -> list[str]:
@@ -188,7 +189,7 @@ def pack(args) -> None:
         init = "init.pt"
     if args.wheels:
         download_wheels(out / "wheels")
-    for name in leave_behind(repo, unused_weights(args.init)):
+    for name in leave_behind(repo, unused_weights(repo, args.init)):
         print(f"left behind (untracked until unpack or restore; commit nothing until then): {name}")
     try:
         budget = TRAVEL_LIMIT - TRAVEL_MARGIN - travelling_bytes(repo) - sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

@@ -20,7 +20,7 @@ def test_pack_run_unpack(tmp_path, monkeypatch):
     train(args_for(tmp_path, start, 2))
     pack_dir = tmp_path / "pack"
     repo = git_repo(tmp_path / "repo", {"code.py": b"x", "old.pt": b"o" * 1000})  # never the real checkout's index
-    monkeypatch.setattr(device_train, "unused_weights", lambda init: [repo / "old.pt"])
+    monkeypatch.setattr(device_train, "unused_weights", lambda repo, init: [repo / "old.pt"])
     device_train.main(["pack", "--data", str(tmp_path / "data"), "--init", str(start), "--out", str(pack_dir), "--no-wheels",
                        "--repo", str(repo)])
     assert status(repo) == "D  old.pt\n" and device_train.left_behind(repo) == ["old.pt"]
@@ -117,7 +117,7 @@ def test_leave_behind_skips_work_in_progress_and_restore_refuses_what_it_cannot_
 
 def test_a_failed_pack_tracks_the_weights_again(tmp_path, monkeypatch):
     repo = git_repo(tmp_path / "repo", {"old.pt": b"o" * 1000})
-    monkeypatch.setattr(device_train, "unused_weights", lambda init: [repo / "old.pt"])
+    monkeypatch.setattr(device_train, "unused_weights", lambda repo, init: [repo / "old.pt"])
     monkeypatch.setattr(device_train, "TRAVEL_LIMIT", device_train.TRAVEL_MARGIN + 10)  # no room for any photo
     make_data(tmp_path)
     with pytest.raises(SystemExit, match="no photo fits"):
@@ -129,10 +129,10 @@ def test_a_failed_pack_tracks_the_weights_again(tmp_path, monkeypatch):
 def test_the_real_tree_leaves_room_for_photos():
     from aecodec.weights import DEFAULT_MODEL, RELEASES
 
-    unused = device_train.unused_weights(DEFAULT_MODEL)
-    assert set(unused) == {r.path for r in RELEASES.values() if r.name != DEFAULT_MODEL}
-    assert RELEASES["aec-hp64"].path not in device_train.unused_weights("aec-hp64")
     repo = Path(__file__).resolve().parents[1]
+    unused = device_train.unused_weights(repo, DEFAULT_MODEL)
+    assert {path.resolve() for path in unused} == {r.path.resolve() for r in RELEASES.values() if r.name != DEFAULT_MODEL}
+    assert RELEASES["aec-hp64"].path.resolve() not in {path.resolve() for path in device_train.unused_weights(repo, "aec-hp64")}
     tracked = set(subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, text=True, check=True).stdout.split("\0"))
     sent = device_train.travelling_bytes(repo) - sum(path.stat().st_size for path in unused
                                                       if path.relative_to(repo).as_posix() in tracked)

@@ -1,6 +1,8 @@
 """The error contract: every error aecodec raises on purpose is an AecError of a class that names its
 cause; the CLI turns those (and OS errors) into one line and exit 1, while a bug keeps its traceback."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,12 +155,12 @@ def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(
     archive = tmp_path / "archive"
     archive.mkdir()
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(registry, "ARCHIVE_DIR", archive)
+    monkeypatch.setattr(registry, "archive", lambda: (archive, 1))  # the installed archive, version 1
     monkeypatch.setitem(registry.RELEASES, whole.name, whole)
     monkeypatch.setattr(registry, "_cache", {})
     (tmp_path / "tiny.pt").write_bytes(blob)
-    assert registry.write_decoder_only("tiny-dec") == hashlib.sha256(decoder).hexdigest()
-    release = dataclasses.replace(whole, decoder_sha256=hashlib.sha256(decoder).hexdigest())
+    assert registry.write_decoder_only("tiny-dec", archive) == hashlib.sha256(decoder).hexdigest()
+    release = dataclasses.replace(whole, decoder_sha256=hashlib.sha256(decoder).hexdigest(), archive=1)
     registry.RELEASES[release.name] = release
     (tmp_path / "tiny.pt").unlink()  # what a release leaves: the decoder half only, in the archive
     assert release.path == archive / "tiny.decoder.pt.gz" and not release.encodes
@@ -179,10 +181,39 @@ def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(
     with pytest.raises(WeightsError, match="decoder-only"):
         AECModel.from_weights("tiny-dec")
     registry._cache.clear()
-    monkeypatch.setattr(registry, "ARCHIVE_DIR", None)  # installed without its dependency
-    with pytest.raises(WeightsError, match="in the aecodec-archive package, which is not installed"):
+    monkeypatch.setattr(registry, "archive", lambda: None)  # installed without its dependency
+    with pytest.raises(WeightsError, match=r"from the aecodec-archive package, which is not installed: pip install 'aecodec-archive>=1'"):
         aecodec.decode(files[0])
-    monkeypatch.setattr(registry, "ARCHIVE_DIR", archive)
+    monkeypatch.setattr(registry, "archive", lambda: (archive, 0))  # an archive from before this model's
+    with pytest.raises(WeightsError, match=r"ships in aecodec-archive 1 and later, 0 is installed"):
+        aecodec.decode(files[0])
+    monkeypatch.setattr(registry, "archive", lambda: (archive, 1))
     (archive / "tiny.decoder.pt.gz").write_bytes(gzip.compress(blob, mtime=0))  # the whole file: not the one listed
     with pytest.raises(WeightsError, match="sha256 check.*reinstall aecodec-archive"):
         registry.load("tiny-dec")
+
+
+def test_without_the_archive_old_files_are_a_weights_error_and_models_still_lists(tmp_path):
+    """aecodec installed without aecodec-archive (a real lookup, in a subprocess): a superseded model's
+    file is a clear error naming the package, the default model still codes, `aecodec models` still lists."""
+    conformance = Path(__file__).parent / "data" / "conformance" / "aec-hp128"
+    old_file = sorted(conformance.glob("*.aec"))[0]
+    probe = f"""
+import sys
+sys.modules["aecodec_archive"] = None  # as if not installed: its import fails
+import aecodec
+from aecodec.cli import main
+try:
+    aecodec.decode(open({str(old_file)!r}, "rb").read())
+except aecodec.WeightsError as exc:
+    print("error:", exc)
+from PIL import Image
+print("default decodes:", aecodec.decode(aecodec.encode(Image.new("RGB", (16, 16)), 1)).size)
+main(["models"])
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "error: aec-hp128's files decode with its decoder from the aecodec-archive package, which is not installed" in done.stdout
+    assert "default decodes: (16, 16)" in done.stdout
+    listed = [line for line in done.stdout.splitlines() if line.startswith("aec-hp128 ")]
+    assert len(listed) == 1 and listed[0].endswith("decode (needs aecodec-archive: not installed or too old)")

@@ -9,9 +9,9 @@ decoder halves ship in the companion package aecodec-archive (a dependency; arch
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
-import importlib.util
 import io
 import os
 from dataclasses import dataclass
@@ -25,15 +25,18 @@ HALF_PRECISION_PARTS = ("g_a.", "g_s.", "h_a.", "h_s.")  # the analysis and synt
 ENCODER_PARTS = ("g_a.", "h_a.")  # what only encoding reads: a decoder-only file leaves them out
 SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's default: 64)
 ARCHIVE = "aecodec-archive"  # the distribution that holds superseded models' decoders (below)
+# The source tree's copy of that package: where a release writes a superseded model's decoder.
+SOURCE_ARCHIVE_DIR = WEIGHTS_DIR.parents[1] / "archive" / "aecodec_archive"
 
 
-def _archive_dir() -> Path | None:
-    """Where the aecodec_archive package lies (found, not imported: start-up only pays for a path)."""
-    spec = importlib.util.find_spec("aecodec_archive")
-    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-
-
-ARCHIVE_DIR = _archive_dir()
+@functools.cache
+def archive() -> tuple[Path, int] | None:
+    """(folder, version) of the installed aecodec_archive package, None when it is not installed."""
+    try:
+        import aecodec_archive
+    except ImportError:
+        return None
+    return Path(aecodec_archive.__file__).resolve().parent, int(aecodec_archive.__version__)
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,10 @@ class Release:
     M: int
     qualities: tuple[float, float]
     release: str  # the aecodec version that first shipped it
-    # Set once the model ships decoder-only (decoder_only() of its weights file): that file's sha256.
+    # Set once the model ships decoder-only (decoder_only() of its weights file): that file's sha256, and
+    # the aecodec-archive version that first holds it.
     decoder_sha256: str = ""
+    archive: int = 0
 
     @property
     def model_id(self) -> bytes:
@@ -71,11 +76,20 @@ class Release:
         return raw if raw.is_file() else raw.with_name(raw.name + ".gz")
 
     @property
+    def decoder_name(self) -> str:
+        return Path(self.filename).stem + ".decoder.pt.gz"
+
+    @property
     def decoder_path(self) -> Path:
-        if ARCHIVE_DIR is None:
-            raise WeightsError(f"{self.name} only decodes, from its decoder in the {ARCHIVE} package, which is "
-                               f"not installed: pip install {ARCHIVE}")
-        return ARCHIVE_DIR / (Path(self.filename).stem + ".decoder.pt.gz")
+        installed = archive()
+        if installed is None:
+            raise WeightsError(f"{self.name}'s files decode with its decoder from the {ARCHIVE} package, which is not "
+                               f"installed: pip install '{ARCHIVE}>={self.archive}' (in a source tree: pip install ./archive)")
+        folder, version = installed
+        if version < self.archive:
+            raise WeightsError(f"{self.name}'s decoder ships in {ARCHIVE} {self.archive} and later, {version} is "
+                               f"installed: pip install -U '{ARCHIVE}>={self.archive}'")
+        return folder / self.decoder_name
 
     @property
     def size_bytes(self) -> int:
@@ -83,8 +97,9 @@ class Release:
 
 
 # Append only: an entry, once released, stays forever with the same sha256 (its id); a superseded N=128
-# model gains decoder_sha256 when it starts shipping decoder-only (0.9.0). aec-hp64 ships whole: the small
-# model encodes ~4x faster.
+# model gains decoder_sha256 when it starts shipping decoder-only (0.9.0), and with it the version of
+# aecodec-archive that adds its decoder (that version is then the archive's, and aecodec requires it).
+# aec-hp64 ships whole: the small model encodes ~4x faster.
 RELEASES = {
     release.name: release
     for release in (
@@ -92,25 +107,25 @@ RELEASES = {
                 64, 128, (1.0, 10.0), "0.1.0"),
         Release("aec-hp128", "aec-hp128.pt", "473c29fcdfeb0c209d5ea334680d7e565666f53c5ec5e0bc90d8a867cdb5c149",
                 128, 192, (1.0, 10.0), "0.3.0",
-                decoder_sha256="de6dd0d727548af29e16a2c9e2e516df80e52b80cb001a3a4d3d18db28495d95"),
+                decoder_sha256="de6dd0d727548af29e16a2c9e2e516df80e52b80cb001a3a4d3d18db28495d95", archive=1),
         Release("aec-hp128b", "aec-hp128b.pt", "245eb8bfeca41e10fd1447868b2b75933ccc7263643000713ddbe83237c03897",
                 128, 192, (1.0, 10.0), "0.4.0",
-                decoder_sha256="13ddcf79d93949a2677f020519c763341b4a600d08e7c25865c1c47ea45f5e0b"),
+                decoder_sha256="13ddcf79d93949a2677f020519c763341b4a600d08e7c25865c1c47ea45f5e0b", archive=1),
         Release("aec-hp128c", "aec-hp128c.pt", "ad295d92fc73a6215ba18c8fc1ead7e494eb632bb5aa3df5eeeb2a3ffb9e2ca7",
                 128, 192, (1.0, 10.0), "0.5.0",
-                decoder_sha256="8130fd2631ee6d1f840118c2814e564779ec4ca82f6282503990c3994575d25d"),
+                decoder_sha256="8130fd2631ee6d1f840118c2814e564779ec4ca82f6282503990c3994575d25d", archive=1),
         Release("aec-hp128d", "aec-hp128d.pt", "4fe9c01e413cc5816a0240ebb0187be6bf1b100e80720330bc33dee98c64e3f3",
                 128, 192, (1.0, 10.0), "0.6.0",
-                decoder_sha256="b9d273b9c24d4f57610fb3f21438740bbe06d9c8871e380e853159c5f85589fa"),
+                decoder_sha256="b9d273b9c24d4f57610fb3f21438740bbe06d9c8871e380e853159c5f85589fa", archive=1),
         Release("aec-hp128e", "aec-hp128e.pt", "c45c9855720e72b7ca5fb06fdd478de675ab886f737cc4166090563b433f2966",
                 128, 192, (1.0, 10.0), "0.7.0",
-                decoder_sha256="44b9bf0cf41b01f3f95f3b88312f1d4178c421671c6b71c408db455460e38b0a"),
+                decoder_sha256="44b9bf0cf41b01f3f95f3b88312f1d4178c421671c6b71c408db455460e38b0a", archive=1),
         Release("aec-hp128f", "aec-hp128f.pt", "ef4b316021ed5b6a28daf84570dd2e1797f5f283a253516a1476d4a57a0adced",
                 128, 192, (1.0, 10.0), "0.8.0",
-                decoder_sha256="6b35665ac9bd86331b7ec74c943853bd652d6cd2041d58076862a2f0dd15a6e5"),
+                decoder_sha256="6b35665ac9bd86331b7ec74c943853bd652d6cd2041d58076862a2f0dd15a6e5", archive=1),
         Release("aec-hp128g", "aec-hp128g.pt", "5f2247f032bbfa01fc6f9192ff92ee66cafa006b9f9ff5b8aea90ec420b8cb3d",
                 128, 192, (1.0, 10.0), "0.9.0",
-                decoder_sha256="430bb9efc9acf1be57c564bfd00f00191e25174f84f4b7af7d98630e41c7ad94"),
+                decoder_sha256="430bb9efc9acf1be57c564bfd00f00191e25174f84f4b7af7d98630e41c7ad94", archive=1),
         Release("aec-hp128h", "aec-hp128h.pt", "41e09122d95f7e5142de3ec169f95322130ff9ad188b307af0549bcf48147a5d",
                 128, 192, (1.0, 10.0), "0.10.0"),
     )
@@ -200,14 +215,17 @@ def decoder_only(blob: bytes) -> bytes:
     return out.getvalue()
 
 
-def write_decoder_only(name: str) -> str:
-    """Writes the released model NAME's decoder half into aecodec-archive's folder, as Release.path will name
-    it once its entry gains decoder_sha256; returns that sha256. The release step for a superseded default."""
+def write_decoder_only(name: str, folder: Path = SOURCE_ARCHIVE_DIR) -> str:
+    """Writes the released model NAME's decoder half into `folder` (the source tree's aecodec-archive), as
+    Release.path will name it once its entry gains decoder_sha256 and the archive's next version; returns
+    that sha256. The release step for a superseded default."""
     release = RELEASES[name]
     if not release.encodes:
         raise WeightsError(f"{release.path} is not {name}'s whole weights file")
+    if not folder.is_dir():
+        raise WeightsError(f"no folder {folder} to write {name}'s decoder into (a release runs in a source tree)")
     decoder = decoder_only(_shipped_bytes(release))
-    release.decoder_path.write_bytes(gzip.compress(decoder, compresslevel=9, mtime=0))
+    (folder / release.decoder_name).write_bytes(gzip.compress(decoder, compresslevel=9, mtime=0))
     return hashlib.sha256(decoder).hexdigest()
 
 
