@@ -322,6 +322,8 @@ def main(argv=None) -> int:
     except AecError as exc:
         print(f"aecodec: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader left early (`aecodec models | head`): as Unix tools, no message
+        return 141  # 128 + SIGPIPE
     except OSError as exc:
         print(f"aecodec: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
         return 1

@@ -88,6 +88,19 @@ def test_cli_os_errors_are_one_line_exit_1(tmp_path, png_path, capsys):
     assert err.startswith("aecodec: error:") and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_cli_a_reader_leaving_early_is_a_quiet_exit_141(monkeypatch, capsys):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["models"]) == 141
+    assert capsys.readouterr().err == ""
+
+
 def test_cli_lets_a_bug_show_its_traceback(monkeypatch, tmp_path, png_path):
     import aecodec.api
 
