@@ -305,8 +305,12 @@ def run() -> None:
     if "train" in argv[:1]:
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+        try:
             stream.flush()
+        except BrokenPipeError:
+            code = code or 141  # the reader left before buffered output came out: as in main()
+        except (OSError, ValueError):  # a closed stream
+            pass
     os._exit(code)
 
 

@@ -119,8 +119,7 @@ def unused_weights(repo: Path, init: str) -> list[Path]:
     all but the default model's (bench.device_check encodes with it) and the starting model's."""
     from aecodec.weights import DEFAULT_MODEL, RELEASES
 
-    return [repo / "aecodec" / "weights" / r.path.name if r.encodes else repo / "archive" / "aecodec_archive" / r.decoder_name
-            for r in RELEASES.values() if r.name not in (DEFAULT_MODEL, init)]
+    return [r.source_path(repo) for r in RELEASES.values() if r.name not in (DEFAULT_MODEL, init)]
 
 
 def restore(repo: Path) -> list[str]:

@@ -1,5 +1,6 @@
 """The error contract: every error aecodec raises on purpose is an AecError of a class that names its
-cause; the CLI turns those (and OS errors) into one line and exit 1, while a bug keeps its traceback."""
+cause; the CLI turns those (and OS errors) into one line and exit 1 (a reader that left early: a quiet
+141), while a bug keeps its traceback."""
 
 import subprocess
 import sys
@@ -88,17 +89,22 @@ def test_cli_os_errors_are_one_line_exit_1(tmp_path, png_path, capsys):
     assert err.startswith("aecodec: error:") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_cli_a_reader_leaving_early_is_a_quiet_exit_141(monkeypatch, capsys):
-    class ClosedPipe:
-        def write(self, text):
-            raise BrokenPipeError(32, "Broken pipe")
+@pytest.mark.parametrize("buffered", [True, False])
+def test_cli_a_reader_leaving_early_is_a_quiet_exit_141(buffered):
+    """`aecodec models | head -1`: the pipe breaks inside the command (unbuffered) or at its final flush."""
+    import os
 
-        def flush(self):
-            pass
-
-    monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    assert main(["models"]) == 141
-    assert capsys.readouterr().err == ""
+    read, write = os.pipe()
+    os.close(read)  # the reader has left
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        done = subprocess.run([sys.executable, "-m", "aecodec.cli", "models"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, env=env)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_cli_lets_a_bug_show_its_traceback(monkeypatch, tmp_path, png_path):
@@ -168,12 +174,12 @@ def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(
     archive = tmp_path / "archive"
     archive.mkdir()
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(registry, "archive", lambda: (archive, 1))  # the installed archive, version 1
+    monkeypatch.setattr(registry, "installed_archive", lambda: (archive, 1))  # the installed archive, version 1
     monkeypatch.setitem(registry.RELEASES, whole.name, whole)
     monkeypatch.setattr(registry, "_cache", {})
     (tmp_path / "tiny.pt").write_bytes(blob)
     assert registry.write_decoder_only("tiny-dec", archive) == hashlib.sha256(decoder).hexdigest()
-    release = dataclasses.replace(whole, decoder_sha256=hashlib.sha256(decoder).hexdigest(), archive=1)
+    release = dataclasses.replace(whole, decoder_sha256=hashlib.sha256(decoder).hexdigest(), archive_version=1)
     registry.RELEASES[release.name] = release
     (tmp_path / "tiny.pt").unlink()  # what a release leaves: the decoder half only, in the archive
     assert release.path == archive / "tiny.decoder.pt.gz" and not release.encodes
@@ -194,13 +200,13 @@ def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(
     with pytest.raises(WeightsError, match="decoder-only"):
         AECModel.from_weights("tiny-dec")
     registry._cache.clear()
-    monkeypatch.setattr(registry, "archive", lambda: None)  # installed without its dependency
+    monkeypatch.setattr(registry, "installed_archive", lambda: None)  # installed without its dependency
     with pytest.raises(WeightsError, match=r"from the aecodec-archive package, which is not installed: pip install 'aecodec-archive>=1'"):
         aecodec.decode(files[0])
-    monkeypatch.setattr(registry, "archive", lambda: (archive, 0))  # an archive from before this model's
+    monkeypatch.setattr(registry, "installed_archive", lambda: (archive, 0))  # an archive from before this model's
     with pytest.raises(WeightsError, match=r"ships in aecodec-archive 1 and later, 0 is installed"):
         aecodec.decode(files[0])
-    monkeypatch.setattr(registry, "archive", lambda: (archive, 1))
+    monkeypatch.setattr(registry, "installed_archive", lambda: (archive, 1))
     (archive / "tiny.decoder.pt.gz").write_bytes(gzip.compress(blob, mtime=0))  # the whole file: not the one listed
     with pytest.raises(WeightsError, match="sha256 check.*reinstall aecodec-archive"):
         registry.load("tiny-dec")

@@ -44,8 +44,8 @@ def test_the_archive_wheel_carries_every_superseded_decoder_and_aecodec_requires
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "wheel").glob("aecodec_archive-*.whl")
     decoders = [r for r in RELEASES.values() if not r.encodes]
-    newest = max(r.archive for r in decoders)
-    assert min(r.archive for r in decoders) >= 1 and wheel.name.startswith(f"aecodec_archive-{newest}-")
+    newest = max(r.archive_version for r in decoders)
+    assert min(r.archive_version for r in decoders) >= 1 and wheel.name.startswith(f"aecodec_archive-{newest}-")
     with zipfile.ZipFile(wheel) as archive:
         names = {name for name in archive.namelist() if name.endswith(".gz")}
     assert names == {f"aecodec_archive/{r.decoder_name}" for r in decoders}
@@ -58,7 +58,7 @@ def test_the_default_ships_as_it_is_and_the_others_compressed_or_decoder_only():
     """The default model is read at every start (no inflating); the others only for their own files, and
     compressed, or decoder-only in aecodec-archive, they keep both wheels under PyPI's 100 MB default and
     the device tool's 64 MiB from filling with each release."""
-    from aecodec.weights import DEFAULT_MODEL, ENCODER_PARTS, WEIGHTS_DIR, archive, load
+    from aecodec.weights import DEFAULT_MODEL, ENCODER_PARTS, WEIGHTS_DIR, installed_archive, load
 
     expected = {name: r.filename if name == DEFAULT_MODEL else
                 r.filename.removesuffix(".pt") + ".decoder.pt.gz" if r.decoder_sha256 else r.filename + ".gz"
@@ -71,7 +71,7 @@ def test_the_default_ships_as_it_is_and_the_others_compressed_or_decoder_only():
             state = load(release.name).net.state_dict()
             assert not any(key.startswith(ENCODER_PARTS) for key in state) and "g_s.0.weight" in state
     assert {r.path.parent for r in RELEASES.values() if r.encodes} == {WEIGHTS_DIR}
-    assert {r.path.parent for r in RELEASES.values() if not r.encodes} == {archive()[0]}
+    assert {r.path.parent for r in RELEASES.values() if not r.encodes} == {installed_archive()[0]}
     # Room for one more release: a new default as big as this one (this one's decoder then goes to the
     # archive, whose room the test above checks).
     assert sum(r.size_bytes for r in RELEASES.values() if r.encodes) + RELEASES[DEFAULT_MODEL].size_bytes < 100e6

@@ -25,12 +25,13 @@ HALF_PRECISION_PARTS = ("g_a.", "g_s.", "h_a.", "h_s.")  # the analysis and synt
 ENCODER_PARTS = ("g_a.", "h_a.")  # what only encoding reads: a decoder-only file leaves them out
 SCALE_LEVELS = 256  # scales in the Gaussian conditional's table (compressai's default: 64)
 ARCHIVE = "aecodec-archive"  # the distribution that holds superseded models' decoders (below)
+SOURCE_ROOT = WEIGHTS_DIR.parents[1]  # the source tree, in a development install
 # The source tree's copy of that package: where a release writes a superseded model's decoder.
-SOURCE_ARCHIVE_DIR = WEIGHTS_DIR.parents[1] / "archive" / "aecodec_archive"
+SOURCE_ARCHIVE_DIR = SOURCE_ROOT / "archive" / "aecodec_archive"
 
 
 @functools.cache
-def archive() -> tuple[Path, int] | None:
+def installed_archive() -> tuple[Path, int] | None:
     """(folder, version) of the installed aecodec_archive package, None when it is not installed."""
     try:
         import aecodec_archive
@@ -54,7 +55,7 @@ class Release:
     # Set once the model ships decoder-only (decoder_only() of its weights file): that file's sha256, and
     # the aecodec-archive version that first holds it.
     decoder_sha256: str = ""
-    archive: int = 0
+    archive_version: int = 0
 
     @property
     def model_id(self) -> bytes:
@@ -79,16 +80,22 @@ class Release:
     def decoder_name(self) -> str:
         return Path(self.filename).stem + ".decoder.pt.gz"
 
+    def source_path(self, root: Path) -> Path:
+        """Where its weights lie in the source tree `root`, installed or not (release and device tools)."""
+        if self.decoder_sha256:
+            return root / SOURCE_ARCHIVE_DIR.relative_to(SOURCE_ROOT) / self.decoder_name
+        return root / WEIGHTS_DIR.relative_to(SOURCE_ROOT) / self.path.name
+
     @property
     def decoder_path(self) -> Path:
-        installed = archive()
+        installed = installed_archive()
         if installed is None:
             raise WeightsError(f"{self.name}'s files decode with its decoder from the {ARCHIVE} package, which is not "
-                               f"installed: pip install '{ARCHIVE}>={self.archive}' (in a source tree: pip install ./archive)")
+                               f"installed: pip install '{ARCHIVE}>={self.archive_version}' (in a source tree: pip install ./archive)")
         folder, version = installed
-        if version < self.archive:
-            raise WeightsError(f"{self.name}'s decoder ships in {ARCHIVE} {self.archive} and later, {version} is "
-                               f"installed: pip install -U '{ARCHIVE}>={self.archive}'")
+        if version < self.archive_version:
+            raise WeightsError(f"{self.name}'s decoder ships in {ARCHIVE} {self.archive_version} and later, {version} is "
+                               f"installed: pip install -U '{ARCHIVE}>={self.archive_version}'")
         return folder / self.decoder_name
 
     @property
@@ -107,25 +114,25 @@ RELEASES = {
                 64, 128, (1.0, 10.0), "0.1.0"),
         Release("aec-hp128", "aec-hp128.pt", "473c29fcdfeb0c209d5ea334680d7e565666f53c5ec5e0bc90d8a867cdb5c149",
                 128, 192, (1.0, 10.0), "0.3.0",
-                decoder_sha256="de6dd0d727548af29e16a2c9e2e516df80e52b80cb001a3a4d3d18db28495d95", archive=1),
+                decoder_sha256="de6dd0d727548af29e16a2c9e2e516df80e52b80cb001a3a4d3d18db28495d95", archive_version=1),
         Release("aec-hp128b", "aec-hp128b.pt", "245eb8bfeca41e10fd1447868b2b75933ccc7263643000713ddbe83237c03897",
                 128, 192, (1.0, 10.0), "0.4.0",
-                decoder_sha256="13ddcf79d93949a2677f020519c763341b4a600d08e7c25865c1c47ea45f5e0b", archive=1),
+                decoder_sha256="13ddcf79d93949a2677f020519c763341b4a600d08e7c25865c1c47ea45f5e0b", archive_version=1),
         Release("aec-hp128c", "aec-hp128c.pt", "ad295d92fc73a6215ba18c8fc1ead7e494eb632bb5aa3df5eeeb2a3ffb9e2ca7",
                 128, 192, (1.0, 10.0), "0.5.0",
-                decoder_sha256="8130fd2631ee6d1f840118c2814e564779ec4ca82f6282503990c3994575d25d", archive=1),
+                decoder_sha256="8130fd2631ee6d1f840118c2814e564779ec4ca82f6282503990c3994575d25d", archive_version=1),
         Release("aec-hp128d", "aec-hp128d.pt", "4fe9c01e413cc5816a0240ebb0187be6bf1b100e80720330bc33dee98c64e3f3",
                 128, 192, (1.0, 10.0), "0.6.0",
-                decoder_sha256="b9d273b9c24d4f57610fb3f21438740bbe06d9c8871e380e853159c5f85589fa", archive=1),
+                decoder_sha256="b9d273b9c24d4f57610fb3f21438740bbe06d9c8871e380e853159c5f85589fa", archive_version=1),
         Release("aec-hp128e", "aec-hp128e.pt", "c45c9855720e72b7ca5fb06fdd478de675ab886f737cc4166090563b433f2966",
                 128, 192, (1.0, 10.0), "0.7.0",
-                decoder_sha256="44b9bf0cf41b01f3f95f3b88312f1d4178c421671c6b71c408db455460e38b0a", archive=1),
+                decoder_sha256="44b9bf0cf41b01f3f95f3b88312f1d4178c421671c6b71c408db455460e38b0a", archive_version=1),
         Release("aec-hp128f", "aec-hp128f.pt", "ef4b316021ed5b6a28daf84570dd2e1797f5f283a253516a1476d4a57a0adced",
                 128, 192, (1.0, 10.0), "0.8.0",
-                decoder_sha256="6b35665ac9bd86331b7ec74c943853bd652d6cd2041d58076862a2f0dd15a6e5", archive=1),
+                decoder_sha256="6b35665ac9bd86331b7ec74c943853bd652d6cd2041d58076862a2f0dd15a6e5", archive_version=1),
         Release("aec-hp128g", "aec-hp128g.pt", "5f2247f032bbfa01fc6f9192ff92ee66cafa006b9f9ff5b8aea90ec420b8cb3d",
                 128, 192, (1.0, 10.0), "0.9.0",
-                decoder_sha256="430bb9efc9acf1be57c564bfd00f00191e25174f84f4b7af7d98630e41c7ad94", archive=1),
+                decoder_sha256="430bb9efc9acf1be57c564bfd00f00191e25174f84f4b7af7d98630e41c7ad94", archive_version=1),
         Release("aec-hp128h", "aec-hp128h.pt", "41e09122d95f7e5142de3ec169f95322130ff9ad188b307af0549bcf48147a5d",
                 128, 192, (1.0, 10.0), "0.10.0"),
     )
