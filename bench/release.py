@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         for path, text in plan.items():
             path.write_text(text)
         run("git", "rm", "-q", old.source_path(ROOT).relative_to(ROOT).as_posix())
-        run("git", "add", *(path.relative_to(ROOT).as_posix() for path in [new_file, ARCHIVE_INIT.parent / old.decoder_name, *plan]))
+        # --force: the Kodak cache is tracked inside an ignored folder (bench/results/*/cache/)
+        run("git", "add", "--force", *(path.relative_to(ROOT).as_posix() for path in [new_file, ARCHIVE_INIT.parent / old.decoder_name, *plan]))
         # Fresh processes, which import the edited registry.
         run(sys.executable, "-m", "bench.conformance", "--model", args.name)
         run(sys.executable, "-m", "bench.fuzz", "seeds", str(CORPUS))
