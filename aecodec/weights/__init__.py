@@ -134,10 +134,13 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.9.0",
                 decoder_sha256="430bb9efc9acf1be57c564bfd00f00191e25174f84f4b7af7d98630e41c7ad94", archive_version=1),
         Release("aec-hp128h", "aec-hp128h.pt", "41e09122d95f7e5142de3ec169f95322130ff9ad188b307af0549bcf48147a5d",
-                128, 192, (1.0, 10.0), "0.10.0"),
+                128, 192, (1.0, 10.0), "0.10.0",
+                decoder_sha256="d3da0a6291dc2a577ef4bb197091f9c1628f4d4f7ba14c9f741f52140df8c119", archive_version=2),
+        Release("aec-hp128i", "aec-hp128i.pt", "66b9f6f360e264cf56a24df317473eb36f48fe68066bffa5681a776f0fe74a07",
+                128, 192, (1.0, 10.0), "0.11.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128h"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128i"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
