@@ -64,9 +64,9 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def archive_version_in(root: Path = ROOT) -> int:
+def archive_version_in() -> int:
     """The source tree's aecodec-archive version (not the installed one's)."""
-    return int(re.search(r'^__version__ = "(\d+)"', (root / ARCHIVE_INIT.relative_to(ROOT)).read_text(), re.M)[1])
+    return int(re.search(r'^__version__ = "(\d+)"', ARCHIVE_INIT.read_text(), re.M)[1])
 
 
 def plan_sources(old: str, new: str, sha256: str, decoder_sha256: str, version: str, N: int, M: int) -> dict[Path, str]:

@@ -185,7 +185,7 @@ def test_a_decoder_only_release_decodes_its_files_exactly_and_refuses_to_encode(
     assert release.path == archive / "tiny.decoder.pt.gz" and not release.encodes
     assert gzip.decompress(release.path.read_bytes()) == decoder
     with pytest.raises(WeightsError, match="not tiny-dec's whole weights file"):
-        registry.write_decoder_only("tiny-dec")  # a decoder-only file has no decoder half to take
+        registry.write_decoder_only("tiny-dec", archive)  # a decoder-only file has no decoder half to take
 
     image = natural_like(48, 40)
     files = [aecodec.encode(image, q, weights=str(tiny_weights)) for q in (2, 9)]

@@ -225,7 +225,7 @@ def decoder_only(blob: bytes) -> bytes:
     return out.getvalue()
 
 
-def write_decoder_only(name: str, folder: Path = SOURCE_ARCHIVE_DIR) -> str:
+def write_decoder_only(name: str, folder: Path) -> str:
     """Writes the released model NAME's decoder half into `folder` (the source tree's aecodec-archive), as
     Release.path will name it once its entry gains decoder_sha256 and the archive's next version; returns
     that sha256. The release step for a superseded default."""
