@@ -13,14 +13,17 @@ Straight-through rounding in the synthesis did worse than either. The latents wi
 effort never raises the model's estimate of that loss. They then take the ordinary encoder path (z rounded,
 integer hyper-synthesis, y rounded around its means), so the file is an ordinary .aec.
 
-From effort 2 up, the kept latents' rounding is then refined (rate-distortion optimized quantization, as
+At every level the kept latents' rounding is then refined (rate-distortion optimized quantization, as
 classic encoders do with their coefficients): each iteration moves the y values whose move by one level
 up or down lowers the loss the most, predicted from the exact change in bits (the Gaussian's tables
 are fixed by z) and a second-order estimate of the change in distortion (the gradient through g_s and a
-per-channel curvature), and keeps the move only if the exact loss falls (else it tries the better half
-of those moves). It works on the hard-rounded latents themselves, so unlike the soft rounding it stays
-within the small gap between the model's loss and the file's (float means and likelihoods against the
-integer hyper-synthesis and tabulated CDFs).
+per-channel curvature), and keeps the moves only if the exact loss falls (else it tries the better half
+of them). At most one value moves per position, and at efforts 2 and 3 only positions on a grid two
+apart, cycling its offset: moves that overlap in g_s's output interact in ways the per-channel curvature
+does not see, so larger sets of moves were rejected (a set as small as 7 values, where most iterations
+had ended before). It works on the hard-rounded latents themselves, so unlike the soft rounding it
+stays within the small gap between the model's loss and the file's (float means and likelihoods
+against the integer hyper-synthesis and tabulated CDFs).
 
 The lambda is this image's own: the slope of effort 0's rate-distortion curve at the quality, measured
 on the image (SLOPE_STEP either side). With the quality's training lambda the optimization slid the low
@@ -84,28 +87,34 @@ SLOPE_STEP = 0.5
 
 # Effort level -> its runs, each from g_a's latents (the best exact loss of all is kept), chosen on 256x256
 # crops of training photos (README "Encoder effort"). Noise-free runs: the exact loss falls for ~20
-# steps, then rises again (the soft loss parts from the exact one, at a fixed temperature too), so
-# longer ones save less (40 steps -4.5 % BD-rate against -5.9 % at 20). Effort 1's four steps save as
-# much as five (-5.3 % against -5.4 %) in 7.0x effort 0's time instead of 7.7x; effort 2's run is
-# short, as the rounding refinement follows. SGA's draws lose to the noise-free mix on short runs
-# (32 steps: -4.8 % against -6.2 %) but keep gaining on long ones, so effort 3 is one long run with
-# draws at lr 2e-2, the best of the rates measured at 300 and 600 steps; 1200 steps saved more than
-# 600 (bench/results/effort-choice/README.md).
+# steps, then rises again (the soft loss parts from the exact one, at a fixed temperature too), and a
+# few steps followed by the rounding refinement save more than more steps: efforts 1 and 2 run 2 and 4.
+# SGA's draws lose to the noise-free mix on short runs (32 steps: -4.8 % against -6.2 %) but keep
+# gaining on long ones, so effort 3 is one long run with draws at lr 2e-2, the best of the rates
+# measured at 300 and 600 steps; 1200 steps saved more than 600 (bench/results/effort-choice/README.md).
 SCHEDULES = {
-    1: (Schedule(steps=4, lr=5e-2, checks=1),),
-    2: (Schedule(steps=12, lr=3e-2),),
+    1: (Schedule(steps=2, lr=5e-2, checks=1),),
+    2: (Schedule(steps=4, lr=5e-2, checks=1),),
     3: (Schedule(steps=1200, lr=2e-2, tau_end=0.1, checks=24, draws=True),),
 }
 
 
-# Effort level -> at most this many iterations of the rounding refinement after the runs (each costs
-# about one step of a run; it stops earlier when no move is predicted to pay). Chosen on six training
-# photos (README "Encoder effort"), BD-rate against effort 0: 12 steps then 14 iterations -8.4 % at 23x
-# effort 0's time, then 20 -8.6 % at 25x, 20 steps then 16 -8.7 % at 31x; effort 3's two runs then 16
-# or 30 iterations -9.1 % at 60-62x. A shorter effort 1 with 2 iterations saved less than effort 1's
-# four steps alone (-5.1 % against -5.4 %). After effort 3's SGA run, 30 iterations lowered the exact
-# loss by 0.1 % more and 50 further ones nothing (a probe, one training crop at quality 3).
-ROUNDING_ITERATIONS = {1: 0, 2: 20, 3: 30}
+@dataclass(frozen=True)
+class Rounding:
+    """The rounding refinement after a level's runs."""
+
+    iterations: int  # at most (each costs about one step of a run; it stops earlier when no move pays)
+    # Moves only at positions on a grid this far apart, its offset cycling with the iteration: moves at
+    # neighbouring positions overlap in g_s's output, which the per-channel curvature does not see.
+    spacing: int = 1
+
+
+# Effort level -> its rounding refinement. Chosen on six training photos by BD-rate against effort 0
+# (bench/results/effort-choice/README.md): 2 steps then 2 iterations saved -7.8 % where 4 steps alone
+# saved -5.2 %, in ~1.1x their time; 4 steps then 22 iterations (spacing 2) -11.6 %, with 28 -11.8 % in
+# 1.14x the time, where 12 steps then 20 iterations had saved -8.7 % before moves were limited to one
+# per position. Effort 3 refines its long run as effort 2 does.
+ROUNDING = {1: Rounding(2), 2: Rounding(22, spacing=2), 3: Rounding(30, spacing=2)}
 # The share of y's values the first iteration may move (the most promising ones); after a rejected move,
 # the better half of those moves is tried.
 ROUNDING_SHARE = 0.02
@@ -233,7 +242,7 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
 
     Only the latents get gradients (the model's weights do not require any); runs on x's device. Returns
     the latents with the lowest exact loss among g_a's and those at the checks of the level's runs (each
-    from g_a's latents), their rounding then refined (from effort 2 up; refine_rounding only accepts moves
+    from g_a's latents), their rounding then refined (refine_rounding only accepts moves
     that lower the exact loss), so effort never makes that loss worse than effort 0's."""
     net = training_model(net, x.device)
     problem = _Problem(net, x[..., :height, :width], net.gains(quality)[1], float(lambda_for(quality.cpu())[0]) * 255**2,
@@ -252,9 +261,10 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
             label = f"effort {effort}, quality {float(quality[0]):g}" + (f", run {run + 1}/{len(runs)}" if len(runs) > 1 else "")
             steps = tqdm(steps, desc=label, unit="step", leave=False)
         best = _descend(problem, schedule, steps, y, z, best)
-    if ROUNDING_ITERATIONS[effort]:
+    rounding = ROUNDING[effort]
+    if rounding.iterations:
         label = f"effort {effort}, quality {float(quality[0]):g}, rounding" if progress else None
-        best = refine_rounding(problem, best, ROUNDING_ITERATIONS[effort], label)
+        best = refine_rounding(problem, best, rounding.iterations, rounding.spacing, label)
     if best[1] is y:  # g_a's latents: effort 0's file, byte for byte
         return y, z
     y, z = best[1], best[2]
@@ -273,7 +283,8 @@ def _hyper(problem: _Problem, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return z_hat, scales, means
 
 
-def refine_rounding(problem: _Problem, best: tuple, iterations: int, progress: str | None = None) -> tuple:
+def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: int = 1,
+                    progress: str | None = None) -> tuple:
     """(exact loss, y, z) -> the same with y's rounding refined (z kept): where a move was kept, y becomes
     means + the chosen levels, which the encoder's rounding around its integer means reproduces (they are
     within a tenth of a level of these). Deterministic on a CPU (fixed probes). progress: a bar's label."""
@@ -296,6 +307,7 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, progress: s
         bar = tqdm(total=iterations, desc=progress, unit="iteration", leave=False)
     generator = torch.Generator(problem.target.device).manual_seed(0)
     count = max(1, int(ROUNDING_SHARE * start.numel()))  # values to move next
+    offset = 0  # the grid's next offset, row-major
     curvature, kept, candidate = None, None, start  # kept: (loss, levels, gradient, bits)
     for iteration in range(iterations + 1):
         with torch.enable_grad():
@@ -323,36 +335,41 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, progress: s
             # negative are moved.
             change = torch.stack([(bits(levels + step) - level_bits) / pixels + gradient * step + curvature / 2
                                   for step in (-1.0, 1.0)])
-            best_change, direction = change.flatten(1).min(0)
-            most = torch.topk(best_change, count, largest=False)
-            chosen = most.indices[most.values < 0]
+            best_change, direction = change.min(0)
+            # At most one move per position (its channel with the best change), at the positions of the
+            # next grid offset with a move that pays.
+            best_change = torch.where(best_change <= best_change.min(1, keepdim=True).values, best_change, 0)
+            for _ in range(spacing**2):
+                row, column = divmod(offset, spacing)
+                offset = (offset + 1) % spacing**2
+                on_grid = torch.zeros_like(best_change)
+                on_grid[..., row::spacing, column::spacing] = best_change[..., row::spacing, column::spacing]
+                most = torch.topk(on_grid.flatten(), count, largest=False)
+                chosen = most.indices[most.values < 0]
+                if chosen.numel():
+                    break
             moved = chosen.numel()
             if not moved:
                 break
-            steps = torch.zeros_like(best_change)
-            steps[chosen] = direction[chosen].to(steps.dtype) * 2 - 1
+            steps = torch.zeros_like(on_grid).flatten()
+            steps[chosen] = direction.flatten()[chosen].to(steps.dtype) * 2 - 1
             candidate = levels + steps.view_as(levels)
     if bar is not None:
         bar.close()
-    if kept[1] is not start:
-        refined = means + kept[1]
-        loss = problem.exact_loss(refined, z)  # what every comparison of effort's latents uses
-        if loss < best[0]:
-            return loss, refined, z
-    return best
+    if kept[1] is start:
+        return best
+    # kept's loss is the exact loss of these latents (the same terms as exact_loss, on the same rounding)
+    # and below the start's.
+    return kept[0], means + kept[1], z
 
 
 def _channel_curvature(problem: _Problem, x_hat: Tensor, y_hat: Tensor, generator: torch.Generator) -> Tensor:
     """Per channel of y, the mean second derivative of the distortion term for a move of one value,
-    Gauss-Newton: 2 * lam * |column of g_s's Jacobian|^2 / elements, the squared norm estimated from two
-    random-sign probes (Hutchinson)."""
-    probes = 2
-    total = torch.zeros_like(y_hat)
-    for probe in range(probes):
-        signs = torch.randint(0, 2, x_hat.shape, generator=generator, device=x_hat.device).to(x_hat.dtype) * 2 - 1
-        column, = torch.autograd.grad(x_hat, y_hat, signs, retain_graph=probe < probes - 1)
-        total += column**2
-    return (total / probes).mean(dim=(2, 3), keepdim=True) * 2 * problem.lam / x_hat.numel()
+    Gauss-Newton: 2 * lam * |column of g_s's Jacobian|^2 / elements, the squared norm estimated from one
+    random-sign probe (Hutchinson), averaged over the channel's positions (a second probe gained nothing)."""
+    signs = torch.randint(0, 2, x_hat.shape, generator=generator, device=x_hat.device).to(x_hat.dtype) * 2 - 1
+    column, = torch.autograd.grad(x_hat, y_hat, signs)
+    return column.square().mean(dim=(2, 3), keepdim=True) * 2 * problem.lam / x_hat.numel()
 
 
 def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor, best: tuple) -> tuple:

@@ -16,7 +16,7 @@ def fast_schedules(monkeypatch):
     """Few steps at every level: these tests check behaviour, not how much effort gains."""
     monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(3, 2e-2),), 2: (effort.Schedule(4, 2e-2),),
                                               3: (effort.Schedule(3, 2e-2, draws=True), effort.Schedule(2, 1e-2))})
-    monkeypatch.setattr(effort, "ROUNDING_ITERATIONS", {1: 0, 2: 2, 3: 3})
+    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(0), 2: effort.Rounding(2), 3: effort.Rounding(3, spacing=2)})
 
 
 def mse_and_bpp(data: bytes, original: np.ndarray, model) -> tuple[float, float]:
@@ -160,7 +160,7 @@ def test_each_run_starts_from_ga_and_the_best_is_kept(tiny_model, photo, monkeyp
     monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
     good, harmful = effort.Schedule(3, 2e-2), effort.Schedule(2, 100.0)
     monkeypatch.setattr(effort, "SCHEDULES", {1: (good,), 2: (good, harmful), 3: (harmful, good)})
-    monkeypatch.setattr(effort, "ROUNDING_ITERATIONS", {1: 0, 2: 0, 3: 0})  # the runs alone
+    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(0), 2: effort.Rounding(0), 3: effort.Rounding(0)})  # the runs alone
     files = [aecodec.encode(photo, 5, effort=level, weights=tiny_model) for level in (1, 2, 3)]
     assert files[0] == files[1] == files[2] != aecodec.encode(photo, 5, weights=tiny_model)
 
@@ -229,6 +229,7 @@ def test_effort_keeps_ga_latents_when_optimizing_only_hurts(tiny_model, photo, m
     """The exact loss of g_a's latents is the bar: runs whose every check is worse (step sizes of
     a hundred quantization bins) give effort 0's file, byte for byte."""
     monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 100.0, checks=2), effort.Schedule(2, 50.0))})
+    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(0)})  # the runs alone
     # at the training lambda: a random model's measured slope can be so flat that emptying y pays
     monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
     assert aecodec.encode(photo, 5, effort=1, weights=tiny_model) == aecodec.encode(photo, 5, weights=tiny_model)
@@ -273,7 +274,7 @@ def test_soft_round_draws_are_seeded_and_tend_to_floor_or_ceil():
 
 def test_effort_with_draws_is_reproducible(tiny_model, photo, monkeypatch):
     monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 2e-2, draws=True),)})
-    monkeypatch.setattr(effort, "ROUNDING_ITERATIONS", {1: 0})
+    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(0)})
     first = aecodec.encode(photo, 5, effort=1, weights=tiny_model)
     assert first == aecodec.encode(photo, 5, effort=1, weights=tiny_model)
     assert first != aecodec.encode(photo, 5, effort=0, weights=tiny_model)
@@ -333,6 +334,19 @@ def test_refined_rounding_rejects_moves_that_raise_the_exact_loss(monkeypatch):
     monkeypatch.setattr(effort, "ROUNDING_SHARE", 0.5)
     monkeypatch.setattr(effort, "_channel_curvature", lambda *args: torch.tensor(-1e9))
     assert effort.refine_rounding(problem, start, 3) is start
+
+
+@pytest.mark.parametrize("spacing", [1, 2])
+def test_refined_rounding_moves_one_value_per_position_on_the_grid(spacing):
+    """One iteration's moves: at most one channel per position, and with a spacing, only at positions of
+    one offset of the grid (moves there overlap least in g_s's output)."""
+    problem, start = shipped_problem(7.0)
+    loss, y, z = effort.refine_rounding(problem, start, 1, spacing)
+    _, _, means = effort._hyper(problem, z)
+    per_position = ((y - means).round() != (start[1] - means).round()).sum(1)[0]
+    assert loss < start[0] and per_position.max() == 1
+    rows, columns = torch.nonzero(per_position, as_tuple=True)
+    assert len(set((rows % spacing).tolist())) == 1 and len(set((columns % spacing).tolist())) == 1
 
 
 def test_refined_levels_are_the_encoders_symbols():
