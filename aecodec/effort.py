@@ -17,11 +17,10 @@ At every level the kept latents' rounding is then refined (rate-distortion optim
 classic encoders do with their coefficients): each iteration moves the y values whose move by one level
 up or down lowers the loss the most, predicted from the exact change in bits (the Gaussian's tables
 are fixed by z) and a second-order estimate of the change in distortion (the gradient through g_s and a
-per-channel curvature), and keeps the moves only if the exact loss falls (else it tries the better half
-of them). At most one value moves per position, and at efforts 2 and 3 only positions on a grid two
-apart, cycling its offset: moves that overlap in g_s's output interact in ways the per-channel curvature
-does not see, so larger sets of moves were rejected (a set as small as 7 values, where most iterations
-had ended before). It works on the hard-rounded latents themselves, so unlike the soft rounding it
+per-channel curvature), and keeps the moves only if the exact loss falls (else it tries half as many).
+At most one value moves per position, and at efforts 2 and 3 only positions on a grid two apart, its
+offset cycling: moves that overlap in g_s's output interact in ways the per-channel curvature does not
+see, so before this most sets of moves were rejected and halved, down to as few as 7 values. It works on the hard-rounded latents themselves, so unlike the soft rounding it
 stays within the small gap between the model's loss and the file's (float means and likelihoods
 against the integer hyper-synthesis and tabulated CDFs).
 
@@ -108,16 +107,18 @@ class Rounding:
     # neighbouring positions overlap in g_s's output, which the per-channel curvature does not see.
     spacing: int = 1
 
+    def __post_init__(self):
+        if self.iterations < 0 or self.spacing < 1:
+            raise ValueError(f"a refinement needs iterations >= 0 and spacing >= 1, got {self}")
+
 
 # Effort level -> its rounding refinement. Chosen on six training photos by BD-rate against effort 0
 # (bench/results/effort-choice/README.md): 2 steps then 2 iterations saved -7.8 % where 4 steps alone
 # saved -5.2 %, in ~1.1x their time; 4 steps then 22 iterations (spacing 2) -11.6 %, with 28 -11.8 % in
 # 1.14x the time, where 12 steps then 20 iterations had saved -8.7 % before moves were limited to one
-# per position. Effort 3 refines its long run as effort 2 does.
+# per position. Effort 3 keeps its 30 iterations, now on effort 2's grid (not measured apart from the
+# whole level, README "Encoder effort").
 ROUNDING = {1: Rounding(2), 2: Rounding(22, spacing=2), 3: Rounding(30, spacing=2)}
-# The share of y's values the first iteration may move (the most promising ones); after a rejected move,
-# the better half of those moves is tried.
-ROUNDING_SHARE = 0.02
 
 
 def check_effort(effort) -> int:
@@ -287,7 +288,9 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
                     progress: str | None = None) -> tuple:
     """(exact loss, y, z) -> the same with y's rounding refined (z kept): where a move was kept, y becomes
     means + the chosen levels, which the encoder's rounding around its integer means reproduces (they are
-    within a tenth of a level of these). Deterministic on a CPU (fixed probes). progress: a bar's label."""
+    within a tenth of a level of these). Each iteration moves at most one value per position, at one
+    offset of a grid `spacing` apart (the next offset with a move that pays); after a rejected set of
+    moves, half as many. Deterministic on a CPU (a fixed probe). progress: a bar's label."""
     net, gc = problem.net, problem.net.gaussian_conditional
     y, z = best[1], best[2]
     height, width = problem.target.shape[-2:]
@@ -306,7 +309,7 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
 
         bar = tqdm(total=iterations, desc=progress, unit="iteration", leave=False)
     generator = torch.Generator(problem.target.device).manual_seed(0)
-    count = max(1, int(ROUNDING_SHARE * start.numel()))  # values to move next
+    count = start[:, 0].numel()  # values to move next: at first one per position
     offset = 0  # the grid's next offset, row-major
     curvature, kept, candidate = None, None, start  # kept: (loss, levels, gradient, bits)
     for iteration in range(iterations + 1):
@@ -317,7 +320,7 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
             candidate_bits = bits(candidate).detach()
             loss = distortion.item() + (candidate_bits.sum().item() + z_bits) / pixels
             if kept is not None and not loss < kept[0]:
-                count = moved // 2  # rejected: the better half of those moves next
+                count = moved // 2  # rejected: half as many moves next
             elif iteration == iterations:
                 kept = (loss, candidate, None, None)
             else:
@@ -338,7 +341,8 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
             best_change, direction = change.min(0)
             # At most one move per position (its channel with the best change), at the positions of the
             # next grid offset with a move that pays.
-            best_change = torch.where(best_change <= best_change.min(1, keepdim=True).values, best_change, 0)
+            best_channel = torch.zeros_like(best_change, dtype=torch.bool).scatter_(1, best_change.argmin(1, keepdim=True), True)
+            best_change = best_change.where(best_channel, 0)
             for _ in range(spacing**2):
                 row, column = divmod(offset, spacing)
                 offset = (offset + 1) % spacing**2
@@ -351,15 +355,15 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
             moved = chosen.numel()
             if not moved:
                 break
-            steps = torch.zeros_like(on_grid).flatten()
-            steps[chosen] = direction.flatten()[chosen].to(steps.dtype) * 2 - 1
-            candidate = levels + steps.view_as(levels)
+            steps = torch.zeros_like(levels)
+            steps.view(-1)[chosen] = direction.flatten()[chosen].to(steps.dtype) * 2 - 1
+            candidate = levels + steps
     if bar is not None:
         bar.close()
-    if kept[1] is start:
+    # kept's loss is the exact loss of its latents (exact_loss's terms, on the same rounding, summed in
+    # another order): compared with best's, effort never returns a higher loss than its input's.
+    if kept[1] is start or not kept[0] < best[0]:
         return best
-    # kept's loss is the exact loss of these latents (the same terms as exact_loss, on the same rounding)
-    # and below the start's.
     return kept[0], means + kept[1], z
 
 

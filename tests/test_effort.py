@@ -283,7 +283,8 @@ def test_effort_with_draws_is_reproducible(tiny_model, photo, monkeypatch):
 
 
 def shipped_problem(quality: float, side: int = 64):
-    """The shipped model's loss on a small natural-like image at its measured slope, with g_a's latents."""
+    """The shipped model's loss on a small natural-like image at its measured slope (as effort measures
+    it), with g_a's latents."""
     model = aecodec.load_model()
     net = effort.training_model(model.net, torch.device("cpu"))
     x = torch.from_numpy(natural_like(side, side, seed=5)).permute(2, 0, 1)[None].float() / 255
@@ -292,7 +293,9 @@ def shipped_problem(quality: float, side: int = 64):
         y, z = net.analysis(x, q)
     problem = effort._Problem(net, x, net.gains(q)[1], float(lambda_for(q)[0]) * 255**2,
                               net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), None)
-    problem.lam = effort.local_lambda(problem, y, q) * 255**2
+    slope = effort.local_lambda(problem, y, q)  # None where the curve does not descend: the training lambda
+    if slope is not None:
+        problem.lam = slope * 255**2
     return problem, (problem.exact_loss(y, z), y, z)
 
 
@@ -326,14 +329,13 @@ def test_refined_rounding_keeps_its_input_when_no_move_pays(monkeypatch):
 
 
 def test_refined_rounding_rejects_moves_that_raise_the_exact_loss(monkeypatch):
-    """A move is kept only where the exact loss falls: more iterations never end higher, and where every
-    move hurts (a curvature that hides their cost, half of y moved at once) the input comes back."""
+    """A move is kept only where the exact loss falls: more iterations never end higher, and where the
+    moves hurt (a curvature that hides their cost, so every position moves at once) the input comes back."""
     problem, start = shipped_problem(7.0)
     losses = [effort.refine_rounding(problem, start, n)[0] for n in range(1, 8)]
     assert all(later <= earlier for earlier, later in zip(losses, losses[1:])) and losses[-1] < start[0]
-    monkeypatch.setattr(effort, "ROUNDING_SHARE", 0.5)
     monkeypatch.setattr(effort, "_channel_curvature", lambda *args: torch.tensor(-1e9))
-    assert effort.refine_rounding(problem, start, 3) is start
+    assert effort.refine_rounding(problem, start, 1) is start
 
 
 @pytest.mark.parametrize("spacing", [1, 2])
@@ -342,11 +344,27 @@ def test_refined_rounding_moves_one_value_per_position_on_the_grid(spacing):
     one offset of the grid (moves there overlap least in g_s's output)."""
     problem, start = shipped_problem(7.0)
     loss, y, z = effort.refine_rounding(problem, start, 1, spacing)
-    _, _, means = effort._hyper(problem, z)
-    per_position = ((y - means).round() != (start[1] - means).round()).sum(1)[0]
+    per_position = moved_positions(problem, start, y, z)
     assert loss < start[0] and per_position.max() == 1
     rows, columns = torch.nonzero(per_position, as_tuple=True)
     assert len(set((rows % spacing).tolist())) == 1 and len(set((columns % spacing).tolist())) == 1
+
+
+def test_refined_rounding_cycles_the_grids_offsets():
+    """Later iterations move values at the grid's other offsets; a y smaller than the grid (one position,
+    so three empty offsets) is refined too."""
+    problem, start = shipped_problem(7.0)
+    _, y, z = effort.refine_rounding(problem, start, 8, spacing=2)
+    rows, columns = torch.nonzero(moved_positions(problem, start, y, z), as_tuple=True)
+    assert len(set(zip((rows % 2).tolist(), (columns % 2).tolist()))) > 1
+    problem, start = shipped_problem(7.0, side=16)
+    assert effort.refine_rounding(problem, start, 4, spacing=2)[0] < start[0]
+
+
+def moved_positions(problem, start, y, z) -> torch.Tensor:
+    """How many of y's values at each position differ from the start's levels (z kept, so the same means)."""
+    _, _, means = effort._hyper(problem, z)
+    return ((y - means).round() != (start[1] - means).round()).sum(1)[0]
 
 
 def test_refined_levels_are_the_encoders_symbols():
@@ -365,7 +383,7 @@ def test_refined_levels_are_the_encoders_symbols():
 
 def test_channel_curvature_matches_the_jacobians_columns():
     """The curvature per channel is 2 * lam * |g_s's Jacobian column|^2 / elements, averaged over the
-    channel: the probes' estimate against columns by central differences, for every 12th channel (each
+    channel: the probe's estimate against columns by central differences, for every 12th channel (each
     estimate is noisy; their mean ratio is not)."""
     problem, (_, y, z) = shipped_problem(5.0, side=128)
     _, _, means = effort._hyper(problem, z)
@@ -389,7 +407,7 @@ def test_channel_curvature_matches_the_jacobians_columns():
 
 
 def test_refined_rounding_on_tiles_matches_untiled(monkeypatch):
-    """Big images run g_s on checkpointed tiles: the refinement's gradient and curvature probes go
+    """Big images run g_s on checkpointed tiles: the refinement's gradient and curvature probe go
     through them too, and it reaches the same loss as on the whole image."""
     problem, start = shipped_problem(5.0)
     whole = effort.refine_rounding(problem, start, 4)
