@@ -20,9 +20,10 @@ are fixed by z) and a second-order estimate of the change in distortion (the gra
 per-channel curvature), and keeps the moves only if the exact loss falls (else it tries half as many).
 At most one value moves per position, and at efforts 2 and 3 only positions on a grid two apart, its
 offset cycling: moves that overlap in g_s's output interact in ways the per-channel curvature does not
-see, so before this most sets of moves were rejected and halved, down to as few as 7 values. It works on the hard-rounded latents themselves, so unlike the soft rounding it
-stays within the small gap between the model's loss and the file's (float means and likelihoods
-against the integer hyper-synthesis and tabulated CDFs).
+see, so before this most sets of moves were rejected and halved, down to as few as 7 values. It works
+on the hard-rounded latents themselves, so unlike the soft rounding it stays within the small gap
+between the model's loss and the file's (float means and likelihoods against the integer
+hyper-synthesis and tabulated CDFs).
 
 The lambda is this image's own: the slope of effort 0's rate-distortion curve at the quality, measured
 on the image (SLOPE_STEP either side). With the quality's training lambda the optimization slid the low
@@ -87,7 +88,8 @@ SLOPE_STEP = 0.5
 # Effort level -> its runs, each from g_a's latents (the best exact loss of all is kept), chosen on 256x256
 # crops of training photos (README "Encoder effort"). Noise-free runs: the exact loss falls for ~20
 # steps, then rises again (the soft loss parts from the exact one, at a fixed temperature too), and a
-# few steps followed by the rounding refinement save more than more steps: efforts 1 and 2 run 2 and 4.
+# few steps followed by the rounding refinement saved more than 0.11.0's 12 steps and 20 iterations in
+# about the same time: efforts 1 and 2 run 2 and 4.
 # SGA's draws lose to the noise-free mix on short runs (32 steps: -4.8 % against -6.2 %) but keep
 # gaining on long ones, so effort 3 is one long run with draws at lr 2e-2, the best of the rates
 # measured at 300 and 600 steps; 1200 steps saved more than 600 (bench/results/effort-choice/README.md).
@@ -114,7 +116,7 @@ class Rounding:
 
 # Effort level -> its rounding refinement. Chosen on six training photos by BD-rate against effort 0
 # (bench/results/effort-choice/README.md): 2 steps then 2 iterations saved -7.8 % where 4 steps alone
-# saved -5.2 %, in ~1.1x their time; 4 steps then 22 iterations (spacing 2) -11.6 %, with 28 -11.8 % in
+# saved -5.2 %, in ~1.2x their time; 4 steps then 22 iterations (spacing 2) -11.6 %, with 28 -11.8 % in
 # 1.14x the time, where 12 steps then 20 iterations had saved -8.7 % before moves were limited to one
 # per position. Effort 3 keeps its 30 iterations, now on effort 2's grid (not measured apart from the
 # whole level, README "Encoder effort").
@@ -341,7 +343,8 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
             best_change, direction = change.min(0)
             # At most one move per position (its channel with the best change), at the positions of the
             # next grid offset with a move that pays.
-            best_channel = torch.zeros_like(best_change, dtype=torch.bool).scatter_(1, best_change.argmin(1, keepdim=True), True)
+            best_channel = torch.zeros_like(best_change, dtype=torch.bool)
+            best_channel.scatter_(1, best_change.argmin(1, keepdim=True), True)
             best_change = best_change.where(best_channel, 0)
             for _ in range(spacing**2):
                 row, column = divmod(offset, spacing)
