@@ -361,6 +361,12 @@ def test_refined_rounding_cycles_the_grids_offsets():
     assert effort.refine_rounding(problem, start, 4, spacing=2)[0] < start[0]
 
 
+@pytest.mark.parametrize("fields", [dict(iterations=-1), dict(iterations=2, spacing=0)])
+def test_rounding_refuses_what_cannot_run(fields):
+    with pytest.raises(ValueError, match="spacing >= 1"):
+        effort.Rounding(**fields)
+
+
 def moved_positions(problem, start, y, z) -> torch.Tensor:
     """How many of y's values at each position differ from the start's levels (z kept, so the same means)."""
     _, _, means = effort._hyper(problem, z)
