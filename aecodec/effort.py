@@ -238,6 +238,17 @@ def local_lambda(problem: _Problem, y: Tensor, quality: Tensor) -> float | None:
     return min(max(slope, low), high)
 
 
+def image_problem(net, target: Tensor, y: Tensor, quality: Tensor, dtype: torch.dtype | None) -> _Problem:
+    """The RD loss of `target` (net: a training_model) at the local slope of its curve from g_a's `y`, or
+    at the quality's training lambda where none is measured; g_s computed in `dtype`."""
+    problem = _Problem(net, target, net.gains(quality)[1], float(lambda_for(quality.cpu())[0]) * 255**2,
+                       net.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1), dtype)
+    slope = local_lambda(problem, y, quality)
+    if slope is not None:
+        problem.lam = slope * 255**2
+    return problem
+
+
 def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effort: int, height: int, width: int,
                      progress: bool = False) -> tuple[Tensor, Tensor]:
     """(y, z) from g_a for the padded image x -> latents with a lower RD loss on x[..., :height, :width],
@@ -248,12 +259,7 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
     from g_a's latents), their rounding then refined (refine_rounding only accepts moves
     that lower the exact loss), so effort never makes that loss worse than effort 0's."""
     net = training_model(net, x.device)
-    problem = _Problem(net, x[..., :height, :width], net.gains(quality)[1], float(lambda_for(quality.cpu())[0]) * 255**2,
-                       net.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1),
-                       synthesis_dtype(None, x.device))
-    slope = local_lambda(problem, y, quality)
-    if slope is not None:
-        problem.lam = slope * 255**2
+    problem = image_problem(net, x[..., :height, :width], y, quality, synthesis_dtype(None, x.device))
     best = (problem.exact_loss(y, z), y, z)
     runs = SCHEDULES[effort]
     for run, schedule in enumerate(runs):

@@ -291,11 +291,7 @@ def shipped_problem(quality: float, side: int = 64):
     q = torch.tensor([quality])
     with torch.no_grad():
         y, z = net.analysis(x, q)
-    problem = effort._Problem(net, x, net.gains(q)[1], float(lambda_for(q)[0]) * 255**2,
-                              net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), None)
-    slope = effort.local_lambda(problem, y, q)  # None where the curve does not descend: the training lambda
-    if slope is not None:
-        problem.lam = slope * 255**2
+    problem = effort.image_problem(net, x, y, q, None)
     return problem, (problem.exact_loss(y, z), y, z)
 
 
