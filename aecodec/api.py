@@ -267,7 +267,7 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
     files of 16-bit grey: I;16).
 
     precision: what the synthesis transform computes in, "float32" or "bf16" (default: bf16 where the
-        hardware has it, else float32; env AECODEC_PRECISION). Only pixels depend on it, by a fraction
+        hardware runs it faster, else float32; env AECODEC_PRECISION). Only pixels depend on it, by a fraction
         of a level: the bitstream's decoding is exact either way.
     output: "pil" (a PIL image), "numpy" ((H, W) for one channel, else (H, W, C)) or "torch" ((C, H, W)),
         uint8 (uint16 for I;16): arrays skip PIL for learned RGB and RGBA.

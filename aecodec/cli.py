@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png-level", type=int, choices=range(10), metavar="0-9",
                    help=f"PNG zlib level: 0 stores, 9 is smallest and slowest (default {PNG_LEVEL})")
     p.add_argument("--precision", choices=["float32", "bf16"],
-                   help="synthesis precision (default: bf16 where the CPU/GPU has it, else float32; "
+                   help="synthesis precision (default: bf16 where the CPU/GPU runs it faster, else float32; "
                         "only pixels change, by a fraction of a level)")
     common(p)
     p.set_defaults(run=cmd_decompress)

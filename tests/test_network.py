@@ -3,6 +3,7 @@
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 import aecodec
 from aecodec.errors import OptionError
 from aecodec.model import AECModel
-from aecodec.network import PRECISION_ENV, Network
+from aecodec import network
+from aecodec.network import PRECISION_ENV, Network, synthesis_dtype
 from conftest import natural_like
 
 
@@ -76,6 +78,31 @@ def test_bf16_synthesis_changes_pixels_only_slightly(shipped, monkeypatch):
     assert np.array_equal(aecodec.decode(data, weights=shipped, output="numpy"), exact)
     with pytest.raises(OptionError, match="precision"):
         aecodec.decode(data, weights=shipped, precision="float16")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, vendor, expected", [
+    (True, True, "GenuineIntel", torch.bfloat16),  # AMX (Sapphire Rapids and later)
+    (False, True, "AuthenticAMD", torch.bfloat16),  # Zen 4 and later
+    (False, True, "GenuineIntel", torch.float32),  # AVX512-BF16 without AMX: bf16 measured slower
+    (False, False, "AuthenticAMD", torch.float32),
+    (False, True, "", torch.float32),  # vendor unknown
+])
+def test_default_synthesis_precision_is_bf16_only_where_it_is_faster(monkeypatch, amx, avx512_bf16, vendor, expected):
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(network, "_cpu_vendor", lambda: vendor)
+    assert synthesis_dtype(None, torch.device("cpu")) is expected
+    assert synthesis_dtype("float32", torch.device("cpu")) is torch.float32
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    assert synthesis_dtype(None, torch.device("cpu")) is torch.bfloat16
+
+
+def test_cpu_vendor_reads_this_machine():
+    vendor = network._cpu_vendor()
+    assert vendor in ("GenuineIntel", "AuthenticAMD", "")
+    if Path("/proc/cpuinfo").exists() and "vendor_id" in Path("/proc/cpuinfo").read_text():
+        assert vendor
 
 
 @pytest.mark.parametrize("coding", ["learned", "lossless"])
