@@ -12,6 +12,7 @@ round-trips to AECModel. Shared by both: the strides, the tiling and the quality
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 
@@ -34,8 +35,9 @@ TILE = 1024
 TILE_MARGIN = 64
 
 # Synthesis precisions. bf16 runs g_s's convolutions on bf16 units (AMX, AVX512-BF16, tensor cores):
-# only pixels change, never what the entropy decoder derives. The default is bf16 where it was measured
-# faster than float32 (see _default_precision), float32 elsewhere; AECODEC_PRECISION overrides it.
+# only pixels change, never what the entropy decoder derives. The default is bf16 where it is expected to
+# be faster than float32 (see _default_precision), float32, the exact reference, elsewhere;
+# AECODEC_PRECISION overrides it.
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16}
 PRECISION_ENV = "AECODEC_PRECISION"
 
@@ -49,19 +51,23 @@ def synthesis_dtype(precision: str | None, device: torch.device) -> torch.dtype:
 
 
 def _default_precision(device: torch.device) -> str:
+    # bf16 where the hardware has dedicated bf16 matrix units (tensor cores from Ampere on; AMX, assumed
+    # faster: no AMX CPU was measured) or where bf16 was measured faster (Zen 4). AVX512-BF16 alone is not
+    # enough: on an Intel Xeon VM with it and no AMX, bench.precision decoded 6 Kodak files in 2.2 s in
+    # float32 against 2.5 s in bf16. GPUs before Ampere only emulate bf16.
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "float32"
+        with torch.cuda.device(device):
+            return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float32"
     if device.type != "cpu":
         return "float32"
-    # AVX512-BF16 alone is not enough: on Zen 4 bf16 convolutions beat float32, but on an Intel Xeon
-    # with AVX512-BF16 and no AMX they lost to it (g_s 78 against 62 ms on a 256x256 crop).
     if torch.cpu._is_amx_tile_supported():
         return "bf16"
     return "bf16" if torch.cpu._is_avx512_bf16_supported() and _cpu_vendor() == "AuthenticAMD" else "float32"
 
 
+@functools.cache
 def _cpu_vendor() -> str:
-    """The x86 vendor string (GenuineIntel, AuthenticAMD), or "" where the OS does not say."""
+    """The x86 vendor string (GenuineIntel, AuthenticAMD, ...), or "" where the OS does not say."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:

@@ -1,6 +1,8 @@
 """The plain-torch inference network against the training model (compressai's), and what decode returns."""
 
+import contextlib
 import dataclasses
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,9 @@ import pytest
 import torch
 
 import aecodec
+from aecodec import network
 from aecodec.errors import OptionError
 from aecodec.model import AECModel
-from aecodec import network
 from aecodec.network import PRECISION_ENV, Network, synthesis_dtype
 from conftest import natural_like
 
@@ -87,22 +89,58 @@ def test_bf16_synthesis_changes_pixels_only_slightly(shipped, monkeypatch):
     (False, False, "AuthenticAMD", torch.float32),
     (False, True, "", torch.float32),  # vendor unknown
 ])
-def test_default_synthesis_precision_is_bf16_only_where_it_is_faster(monkeypatch, amx, avx512_bf16, vendor, expected):
+def test_default_cpu_precision_is_bf16_only_where_it_is_faster(monkeypatch, amx, avx512_bf16, vendor, expected):
     monkeypatch.delenv(PRECISION_ENV, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(network, "_cpu_vendor", lambda: vendor)
     assert synthesis_dtype(None, torch.device("cpu")) is expected
-    assert synthesis_dtype("float32", torch.device("cpu")) is torch.float32
+
+
+def test_default_gpu_precision_needs_native_bf16(monkeypatch):
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        # Emulated bf16 (GPUs before Ampere) counts as supported unless emulation is excluded.
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+        assert synthesis_dtype(None, torch.device("cuda")) is expected
+    assert synthesis_dtype(None, torch.device("meta")) is torch.float32
+
+
+def test_precision_option_and_environment_override_the_default(monkeypatch):
     monkeypatch.setenv(PRECISION_ENV, "bf16")
     assert synthesis_dtype(None, torch.device("cpu")) is torch.bfloat16
+    assert synthesis_dtype("float32", torch.device("cpu")) is torch.float32
 
 
-def test_cpu_vendor_reads_this_machine():
-    vendor = network._cpu_vendor()
-    assert vendor in ("GenuineIntel", "AuthenticAMD", "")
-    if Path("/proc/cpuinfo").exists() and "vendor_id" in Path("/proc/cpuinfo").read_text():
-        assert vendor
+@pytest.fixture
+def uncached_vendor():
+    network._cpu_vendor.cache_clear()
+    yield network._cpu_vendor
+    network._cpu_vendor.cache_clear()
+
+
+def test_cpu_vendor_is_proc_cpuinfos_vendor_id(uncached_vendor):
+    cpuinfo = Path("/proc/cpuinfo")
+    listed = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if line.startswith("vendor_id")]
+    if not listed:
+        pytest.skip("no vendor_id in /proc/cpuinfo here")
+    assert uncached_vendor() == listed[0]
+
+
+@pytest.mark.parametrize("processor, expected", [
+    ("AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD", "AuthenticAMD"),  # Windows
+    ("Intel64 Family 6 Model 143 Stepping 8, GenuineIntel", "GenuineIntel"),
+    ("arm", ""),  # macOS on Apple silicon
+])
+def test_cpu_vendor_without_proc_cpuinfo_reads_the_processor_string(monkeypatch, uncached_vendor, processor, expected):
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/cpuinfo")
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    monkeypatch.setattr(platform, "processor", lambda: processor)
+    assert uncached_vendor() == expected
 
 
 @pytest.mark.parametrize("coding", ["learned", "lossless"])
