@@ -9,8 +9,9 @@ on the few steps they afford, the noise-free form lowered the real loss more tha
 on a training crop: -6.2 % against -4.8 %), but it stops gaining after ~20 steps. Effort 3 runs SGA's
 draws themselves (seeded, so an encode on a CPU is reproducible), which keep gaining over hundreds of steps.
 Straight-through rounding in the synthesis did worse than either. The latents with the lowest exact loss
-(hard rounding, bits from the likelihoods) at that lambda among g_a's and a few checkpoints are kept, so
-effort never raises the model's estimate of that loss. They then take the ordinary encoder path (z rounded,
+(hard rounding, bits from the likelihoods) at that lambda among g_a's and a few checkpoints (at efforts 1
+and 2 the runs' last latents, measured by the refinement below) are kept, so effort never raises the
+model's estimate of that loss. They then take the ordinary encoder path (z rounded,
 integer hyper-synthesis, y rounded around its means), so the file is an ordinary .aec.
 
 At every level the kept latents' rounding is then refined (rate-distortion optimized quantization, as
@@ -62,7 +63,10 @@ class Schedule:
     hold: float = 0.35  # fraction of the steps at the start temperature before it decays
     tau_start: float = 0.5
     tau_end: float = 0.25
-    checks: int = 4  # exact evaluations (hard rounding) spread over the run; the best latents seen are kept
+    # Exact evaluations (hard rounding) spread over the run; the best latents seen are kept. 0: none, the
+    # run's last latents are measured once afterwards, where a rounding refinement follows by its first
+    # iteration, which measures them anyway (a synthesis less than a check at the last step).
+    checks: int = 4
     draws: bool = False  # SGA's Gumbel draws (seeded) instead of the noise-free mix: worse short, better long
 
     def temperature(self, step: int) -> float:
@@ -78,7 +82,8 @@ class Schedule:
         return self.lr * (0.55 + 0.45 * math.cos(math.pi * step / self.steps))
 
     def is_check(self, step: int) -> bool:
-        """Whether the latents after `step` get an exact evaluation: evenly spaced, the last step always."""
+        """Whether the latents after `step` get an exact evaluation: evenly spaced, the last step always
+        (unless the run has no checks)."""
         return (step + 1) * self.checks // self.steps != step * self.checks // self.steps
 
 
@@ -88,14 +93,15 @@ SLOPE_STEP = 0.5
 # Effort level -> its runs, each from g_a's latents (the best exact loss of all is kept), chosen on 256x256
 # crops of training photos (README "Encoder effort"). Noise-free runs: the exact loss falls for ~20
 # steps, then rises again (the soft loss parts from the exact one, at a fixed temperature too), and a
-# few steps followed by the rounding refinement saved more than 0.11.0's 12 steps and 20 iterations in
-# about the same time: efforts 1 and 2 run 2 and 4.
+# few steps followed by the rounding refinement saved more than 0.11.0's 12 steps and 20 iterations:
+# efforts 1 and 2 run 2 each. Their runs have no checks: the refinement measures the last latents'
+# exact loss.
 # SGA's draws lose to the noise-free mix on short runs (32 steps: -4.8 % against -6.2 %) but keep
 # gaining on long ones, so effort 3 is one long run with draws at lr 2e-2, the best of the rates
 # measured at 300 and 600 steps; 1200 steps saved more than 600 (bench/results/effort-choice/README.md).
 SCHEDULES = {
-    1: (Schedule(steps=2, lr=5e-2, checks=1),),
-    2: (Schedule(steps=4, lr=5e-2, checks=1),),
+    1: (Schedule(steps=2, lr=5e-2, checks=0),),
+    2: (Schedule(steps=2, lr=5e-2, checks=0),),
     3: (Schedule(steps=1200, lr=2e-2, tau_end=0.1, checks=24, draws=True),),
 }
 
@@ -116,11 +122,13 @@ class Rounding:
 
 # Effort level -> its rounding refinement. Chosen on six training photos by BD-rate against effort 0
 # (bench/results/effort-choice/README.md): 2 steps then 2 iterations saved -7.8 % where 4 steps alone
-# saved -5.2 %, in ~1.2x their time; 4 steps then 22 iterations (spacing 2) -11.6 %, with 28 -11.8 % in
-# 1.14x the time, where 12 steps then 20 iterations had saved -8.7 % before moves were limited to one
-# per position. Effort 3 keeps its 30 iterations, now on effort 2's grid (not measured apart from the
-# whole level, README "Encoder effort").
-ROUNDING = {1: Rounding(2), 2: Rounding(22, spacing=2), 3: Rounding(30, spacing=2)}
+# saved -5.2 %, in ~1.2x their time; in one later run 4 steps then 22 iterations (spacing 2) -11.8 %, 2
+# steps then 14 -10.4 % in 0.68x the time, then in another 12 -10.2 % in 0.89x the time of 14
+# (train-cheaper-levels-no-last-check, train-effort2-iterations): effort 2 runs 2 and 12, which
+# keeps within its time bound (30x effort 0's encode) with a margin on an Intel Xeon too, whose
+# synthesis steps cost about twice as much against effort 0 as on a Zen 4. Effort 3 keeps its 30
+# iterations, on effort 2's grid (not measured apart from the whole level, README "Encoder effort").
+ROUNDING = {1: Rounding(2), 2: Rounding(12, spacing=2), 3: Rounding(30, spacing=2)}
 
 
 def check_effort(effort) -> int:
@@ -257,23 +265,31 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
     Only the latents get gradients (the model's weights do not require any); runs on x's device. Returns
     the latents with the lowest exact loss among g_a's and those at the checks of the level's runs (each
     from g_a's latents), their rounding then refined (refine_rounding only accepts moves
-    that lower the exact loss), so effort never makes that loss worse than effort 0's."""
+    that lower the exact loss), so effort never makes that loss worse than effort 0's. The last latents of a
+    run without checks are measured once: by the refinement, which then starts from them rather than from
+    the best so far (a run's end is nearly always better than g_a's latents), or else on their own."""
     net = training_model(net, x.device)
     problem = image_problem(net, x[..., :height, :width], y, quality, synthesis_dtype(None, x.device))
     best = (problem.exact_loss(y, z), y, z)
+    unchecked = None  # the last latents of a run without checks, not yet measured
     runs = SCHEDULES[effort]
+    rounding = ROUNDING[effort]
     for run, schedule in enumerate(runs):
+        if unchecked is not None:
+            best = _keep_better(problem, best, unchecked)
         steps = range(schedule.steps)
         if progress:
             from tqdm import tqdm
 
             label = f"effort {effort}, quality {float(quality[0]):g}" + (f", run {run + 1}/{len(runs)}" if len(runs) > 1 else "")
             steps = tqdm(steps, desc=label, unit="step", leave=False)
-        best = _descend(problem, schedule, steps, y, z, best)
-    rounding = ROUNDING[effort]
+        best, last = _descend(problem, schedule, steps, y, z, best)
+        unchecked = None if schedule.checks else last
     if rounding.iterations:
         label = f"effort {effort}, quality {float(quality[0]):g}, rounding" if progress else None
-        best = refine_rounding(problem, best, rounding.iterations, rounding.spacing, label)
+        best = refine_rounding(problem, best, rounding.iterations, rounding.spacing, label, unchecked)
+    elif unchecked is not None:
+        best = _keep_better(problem, best, unchecked)
     if best[1] is y:  # g_a's latents: effort 0's file, byte for byte
         return y, z
     y, z = best[1], best[2]
@@ -285,6 +301,12 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
     return y.detach(), z.detach()
 
 
+def _keep_better(problem: _Problem, best: tuple, latents: tuple[Tensor, Tensor]) -> tuple:
+    """best, or (exact loss, y, z) of `latents` where that is lower."""
+    loss = problem.exact_loss(*latents)
+    return (loss, *latents) if loss < best[0] else best
+
+
 def _hyper(problem: _Problem, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(z_hat, scales, means): z rounded around its medians, and y's Gaussian from it (float h_s)."""
     z_hat = problem.medians + (z - problem.medians).round()
@@ -293,20 +315,22 @@ def _hyper(problem: _Problem, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: int = 1,
-                    progress: str | None = None) -> tuple:
+                    progress: str | None = None, unchecked: tuple[Tensor, Tensor] | None = None) -> tuple:
     """(exact loss, y, z) -> the same with y's rounding refined (z kept): where a move was kept, y becomes
     means + the chosen levels, which the encoder's rounding around its integer means reproduces (they are
     within a tenth of a level of these). Each iteration moves at most one value per position, at one
     offset of a grid `spacing` apart (the next offset with a move that pays); after a rejected set of
-    moves, half as many. Deterministic on a CPU (a fixed probe). progress: a bar's label."""
+    moves, half as many. Deterministic on a CPU (a fixed probe). progress: a bar's label. unchecked: other
+    latents (y, z) to refine instead of best's (their z kept), not yet evaluated; best comes back unless
+    the refined ones have a lower exact loss."""
     net, gc = problem.net, problem.net.gaussian_conditional
-    y, z = best[1], best[2]
+    y, z = best[1:] if unchecked is None else unchecked
     height, width = problem.target.shape[-2:]
     pixels = height * width
     with torch.no_grad():
         z_hat, scales, means = _hyper(problem, z)
         z_bits = -_z_likelihood(net.entropy_bottleneck, z_hat).log2().sum().item()
-        start = (y - means).round()
+        levels_in = (y - means).round()
 
     def bits(levels: Tensor) -> Tensor:
         return -gc.likelihood_lower_bound(gc._likelihood(means + levels, scales, means)).log2()
@@ -317,9 +341,9 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
 
         bar = tqdm(total=iterations, desc=progress, unit="iteration", leave=False)
     generator = torch.Generator(problem.target.device).manual_seed(0)
-    count = start[:, 0].numel()  # values to move next: at first one per position
+    count = levels_in[:, 0].numel()  # values to move next: at first one per position
     offset = 0  # the grid's next offset, row-major
-    curvature, kept, candidate = None, None, start  # kept: (loss, levels, gradient, bits)
+    curvature, kept, candidate = None, None, levels_in  # kept: (loss, levels, gradient, bits)
     for iteration in range(iterations + 1):
         with torch.enable_grad():
             y_hat = (means + candidate).requires_grad_(True)
@@ -371,7 +395,7 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
         bar.close()
     # kept's loss is the exact loss of its latents (exact_loss's terms, on the same rounding, summed in
     # another order): compared with best's, effort never returns a higher loss than its input's.
-    if kept[1] is start or not kept[0] < best[0]:
+    if (kept[1] is levels_in and unchecked is None) or not kept[0] < best[0]:
         return best
     return kept[0], means + kept[1], z
 
@@ -386,7 +410,8 @@ def _channel_curvature(problem: _Problem, x_hat: Tensor, y_hat: Tensor, generato
 
 
 def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor, best: tuple) -> tuple:
-    """One run of `schedule` from (y, z): (exact loss, y, z), the best of `best` and the run's checks."""
+    """One run of `schedule` from (y, z). Returns (best, last): best the lowest (exact loss, y, z) of
+    `best` and the run's checks; last the (y, z) after its final step."""
     with torch.enable_grad():
         y = y.detach().clone().requires_grad_(True)
         z = z.detach().clone().requires_grad_(True)
@@ -405,4 +430,4 @@ def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor,
                 exact = problem.exact_loss(y, z)
                 if exact < best[0]:
                     best = (exact, y.detach().clone(), z.detach().clone())
-    return best
+    return best, (y.detach(), z.detach())

@@ -225,11 +225,14 @@ def test_effort_without_compressai_is_a_clear_error(tiny_model, photo, monkeypat
     assert aecodec.encode(photo, 5, weights=tiny_model)  # effort 0 needs nothing more
 
 
-def test_effort_keeps_ga_latents_when_optimizing_only_hurts(tiny_model, photo, monkeypatch):
+@pytest.mark.parametrize("last_checks, rounding", [(4, 0), (0, 1)])
+def test_effort_keeps_ga_latents_when_optimizing_only_hurts(tiny_model, photo, monkeypatch, last_checks, rounding):
     """The exact loss of g_a's latents is the bar: runs whose every check is worse (step sizes of
-    a hundred quantization bins) give effort 0's file, byte for byte."""
-    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 100.0, checks=2), effort.Schedule(2, 50.0))})
-    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(0)})  # the runs alone
+    a hundred quantization bins) give effort 0's file, byte for byte; so does a last run without checks
+    whose latents the refinement cannot bring below the bar."""
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(4, 100.0, checks=2),
+                                                  effort.Schedule(2, 50.0, checks=last_checks))})
+    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(rounding)})
     # at the training lambda: a random model's measured slope can be so flat that emptying y pays
     monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
     assert aecodec.encode(photo, 5, effort=1, weights=tiny_model) == aecodec.encode(photo, 5, weights=tiny_model)
@@ -417,3 +420,47 @@ def test_refined_rounding_on_tiles_matches_untiled(monkeypatch):
     tiles = effort.refine_rounding(problem, start, 4)
     assert tiles[0] < start[0]
     assert tiles[0] == pytest.approx(whole[0], rel=1e-3)
+
+
+@pytest.mark.parametrize("runs", [
+    lambda checks: (effort.Schedule(4, 2e-2, checks=checks),),
+    lambda checks: (effort.Schedule(4, 2e-2, checks=checks), effort.Schedule(2, 100.0, checks=1)),
+], ids=["alone", "another-run-after"])
+def test_a_run_without_checks_has_its_last_latents_measured(tiny_model, photo, monkeypatch, runs):
+    """Without a refinement to measure them, a run's last latents are measured on their own (also when
+    another run follows): the same file as with a check at the last step, and not effort 0's."""
+    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(0)})
+    monkeypatch.setattr(effort, "local_lambda", lambda *args: None)
+    files = []
+    for checks in (1, 0):
+        monkeypatch.setattr(effort, "SCHEDULES", {1: runs(checks)})
+        files.append(aecodec.encode(photo, 5, effort=1, weights=tiny_model))
+    assert files[0] == files[1] != aecodec.encode(photo, 5, weights=tiny_model)
+
+
+@pytest.mark.parametrize("checks", [0, 1])
+def test_the_refinement_starts_from_a_last_run_without_checks(tiny_model, photo, monkeypatch, checks):
+    """A last run without checks hands its latents to the refinement unmeasured; with checks, the
+    refinement starts from the best latents measured."""
+    monkeypatch.setattr(effort, "SCHEDULES", {1: (effort.Schedule(2, 5e-2, checks=checks),)})
+    monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(1)})
+    handed = []
+    refine = effort.refine_rounding
+    monkeypatch.setattr(effort, "refine_rounding", lambda *args: handed.append(args[-1]) or refine(*args))
+    aecodec.encode(photo, 5, effort=1, weights=tiny_model)
+    assert (handed[0] is None) == bool(checks)
+
+
+def test_refinement_from_unevaluated_latents_competes_with_best():
+    """Latents handed over without their loss are refined and come back only if they beat best's: from
+    g_a's latents the refinement lowers the loss; from far worse ones, best comes back as it is."""
+    problem, best = shipped_problem(7.0)
+    refined = effort.refine_rounding(problem, best, 4, unchecked=best[1:])
+    assert refined[0] < best[0] and refined[0] == pytest.approx(effort.refine_rounding(problem, best, 4)[0], rel=1e-6)
+    worse = (best[1] + 1.0, best[2])
+    assert problem.exact_loss(*worse) > best[0] * 1.5
+    assert effort.refine_rounding(problem, best, 4, unchecked=worse) is best
+    bar = (problem.exact_loss(*worse), *best[1:])  # a bar the refined latents pass
+    loss, y, _ = effort.refine_rounding(problem, bar, 4, unchecked=worse)
+    assert loss < bar[0] and problem.exact_loss(y, best[2]) == pytest.approx(loss, rel=1e-5)
+    assert moved_positions(problem, bar[:1] + worse, y, best[2]).max() <= 4  # refined from worse: a move per iteration
