@@ -63,9 +63,9 @@ class Schedule:
     hold: float = 0.35  # fraction of the steps at the start temperature before it decays
     tau_start: float = 0.5
     tau_end: float = 0.25
-    # Exact evaluations (hard rounding) spread over the run; the best latents seen are kept. 0: none, the
-    # run's last latents are measured once afterwards, where a rounding refinement follows by its first
-    # iteration, which measures them anyway (a synthesis less than a check at the last step).
+    # Exact evaluations (hard rounding) spread over the run; the best latents seen are kept. 0: none; the
+    # run's last latents are measured once after it, by the rounding refinement's first iteration where
+    # one follows (a synthesis less than a check at the last step).
     checks: int = 4
     draws: bool = False  # SGA's Gumbel draws (seeded) instead of the noise-free mix: worse short, better long
 
