@@ -427,7 +427,5 @@ def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor,
             loss.backward()
             optimizer.step()
             if schedule.is_check(step):
-                exact = problem.exact_loss(y, z)
-                if exact < best[0]:
-                    best = (exact, y.detach().clone(), z.detach().clone())
+                best = _keep_better(problem, best, (y.detach().clone(), z.detach().clone()))
     return best, (y.detach(), z.detach())
