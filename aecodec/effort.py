@@ -27,7 +27,7 @@ between the model's loss and the file's (float means and likelihoods against the
 hyper-synthesis and tabulated CDFs).
 
 The lambda is this image's own: the slope of effort 0's rate-distortion curve at the quality, measured
-on the image (SLOPE_STEP either side). With the quality's training lambda the optimization slid the low
+on the image (the chord to SLOPE_STEP below, from the point g_a's exact loss is measured at). With the quality's training lambda the optimization slid the low
 qualities' points along the curve (fewer bits for much less PSNR), which saves little at equal PSNR; at
 the curve's own slope it moves the point below the curve. On training crops the measured slope was
 0.9-3.2x the training lambda, mostly 1.2-1.9x.
@@ -87,20 +87,20 @@ class Schedule:
         return (step + 1) * self.checks // self.steps != step * self.checks // self.steps
 
 
-# The slope of effort 0's curve is measured between the qualities this far either side.
+# The slope of effort 0's curve is measured on the chord to the quality this far below (above at the bottom).
 SLOPE_STEP = 0.5
 
 # Effort level -> its runs, each from g_a's latents (the best exact loss of all is kept), chosen on 256x256
 # crops of training photos (README "Encoder effort"). Noise-free runs: the exact loss falls for ~20
 # steps, then rises again (the soft loss parts from the exact one, at a fixed temperature too), and a
 # few steps followed by the rounding refinement saved more than 0.11.0's 12 steps and 20 iterations:
-# efforts 1 and 2 run 2 each. Their runs have no checks: the refinement measures the last latents'
-# exact loss.
+# effort 1 runs 1 (below), effort 2 runs 2. Their runs have no checks: the refinement measures the
+# last latents' exact loss.
 # SGA's draws lose to the noise-free mix on short runs (32 steps: -4.8 % against -6.2 %) but keep
 # gaining on long ones, so effort 3 is one long run with draws at lr 2e-2, the best of the rates
 # measured at 300 and 600 steps; 1200 steps saved more than 600 (bench/results/effort-choice/README.md).
 SCHEDULES = {
-    1: (Schedule(steps=2, lr=5e-2, checks=0),),
+    1: (Schedule(steps=1, lr=5e-2, checks=0),),
     2: (Schedule(steps=2, lr=5e-2, checks=0),),
     3: (Schedule(steps=1200, lr=2e-2, tau_end=0.1, checks=24, draws=True),),
 }
@@ -122,7 +122,10 @@ class Rounding:
 
 # Effort level -> its rounding refinement. Chosen on six training photos by BD-rate against effort 0
 # (bench/results/effort-choice/README.md): 2 steps then 2 iterations saved -7.8 % where 4 steps alone
-# saved -5.2 %, in ~1.2x their time; in one later run 4 steps then 22 iterations (spacing 2) -11.8 %, 2
+# saved -5.2 %, in ~1.2x their time. Effort 1 runs 1 step then 2 iterations, -7.1 % against 2 and 2's
+# -7.9 % in ~0.9x the time (train-effort1-chord-slope): the cheapest form that keeps a margin over its
+# -4 %, nearer its time bound (8x effort 0's encode) on an Intel Xeon. The refinement alone (0 steps,
+# 2 or 3 iterations: -5.5 / -6.2 % here) saved under 4 % on the Kodak crops. In one later run 4 steps then 22 iterations (spacing 2) -11.8 %, 2
 # steps then 14 -10.4 % in 0.68x the time, then in another 12 -10.2 % in 0.89x the time of 14
 # (train-cheaper-levels-no-last-check, train-effort2-iterations): effort 2 runs 2 and 12, which
 # keeps within its time bound (30x effort 0's encode) with a margin on an Intel Xeon too, whose
@@ -228,17 +231,21 @@ class _Problem:
 
 
 @torch.no_grad()
-def local_lambda(problem: _Problem, y: Tensor, quality: Tensor) -> float | None:
-    """The lambda of effort 0's curve for this image at `quality`, -d(bpp) / d(255^2 MSE) as in lambda_for,
-    from g_a's latents SLOPE_STEP either side (one-sided at the ends of the quality range), kept within
-    the training lambdas one quality either side so effort stays near the quality asked for (from quality
-    9 up, the top bound is quality 10's lambda); None where the curve does not descend there."""
+def local_lambda(problem: _Problem, y: Tensor, quality: Tensor, point: tuple[float, float]) -> float | None:
+    """The lambda of effort 0's curve for this image at `quality`, -d(bpp) / d(255^2 MSE) as in lambda_for:
+    the chord from `point`, g_a's (MSE, bpp) at the quality, to the curve's point SLOPE_STEP below (above
+    where that leaves the quality range), kept within the training lambdas one quality either side so
+    effort stays near the quality asked for (from quality 9 up, the top bound is quality 10's lambda);
+    None where the curve does not descend there. The chord below saved as much as the central one
+    (bench/results/effort-choice, train-slope-one-sided) and shares its point with g_a's exact loss."""
     net = problem.net
-    points = []
-    for q in ((quality - SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX), (quality + SLOPE_STEP).clamp(QUALITY_MIN, QUALITY_MAX)):
-        y_q = y / net.gains(quality)[0] * net.gains(q)[0]
-        points.append([t.item() for t in dataclasses.replace(problem, inv_gain=net.gains(q)[1]).terms(y_q, net.h_a(y_q), None)])
-    (mse_low, bpp_low), (mse_high, bpp_high) = points
+    at = float(quality[0])
+    other = at - SLOPE_STEP if at - SLOPE_STEP >= QUALITY_MIN else at + SLOPE_STEP
+    q = torch.full_like(quality, other)
+    y_q = y / net.gains(quality)[0] * net.gains(q)[0]
+    terms = dataclasses.replace(problem, inv_gain=net.gains(q)[1]).terms(y_q, net.h_a(y_q), None)
+    measured = tuple(t.item() for t in terms)
+    (mse_low, bpp_low), (mse_high, bpp_high) = (measured, point) if other < at else (point, measured)
     if not (mse_low > mse_high and bpp_high > bpp_low):
         return None
     slope = (bpp_high - bpp_low) / ((mse_low - mse_high) * 255**2)
@@ -246,15 +253,19 @@ def local_lambda(problem: _Problem, y: Tensor, quality: Tensor) -> float | None:
     return min(max(slope, low), high)
 
 
-def image_problem(net, target: Tensor, y: Tensor, quality: Tensor, dtype: torch.dtype | None) -> _Problem:
-    """The RD loss of `target` (net: a training_model) at the local slope of its curve from g_a's `y`, or
-    at the quality's training lambda where none is measured; g_s computed in `dtype`."""
+def image_problem(net, target: Tensor, y: Tensor, z: Tensor, quality: Tensor,
+                  dtype: torch.dtype | None) -> tuple[_Problem, float]:
+    """(problem, g_a's exact loss): the RD loss of `target` (net: a training_model) at the local slope of
+    its curve from g_a's (y, z), or at the quality's training lambda where none is measured; g_s computed
+    in `dtype`."""
     problem = _Problem(net, target, net.gains(quality)[1], float(lambda_for(quality.cpu())[0]) * 255**2,
                        net.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1), dtype)
-    slope = local_lambda(problem, y, quality)
+    with torch.no_grad():
+        mse, bpp = (t.item() for t in problem.terms(y, z, None))
+    slope = local_lambda(problem, y, quality, (mse, bpp))
     if slope is not None:
         problem.lam = slope * 255**2
-    return problem
+    return problem, problem.lam * mse + bpp  # exact_loss's sum
 
 
 def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effort: int, height: int, width: int,
@@ -269,8 +280,8 @@ def optimize_latents(net, x: Tensor, y: Tensor, z: Tensor, quality: Tensor, effo
     run without checks are measured once: by the refinement, which then starts from them rather than from
     the best so far (a run's end is nearly always better than g_a's latents), or else on their own."""
     net = training_model(net, x.device)
-    problem = image_problem(net, x[..., :height, :width], y, quality, synthesis_dtype(None, x.device))
-    best = (problem.exact_loss(y, z), y, z)
+    problem, loss = image_problem(net, x[..., :height, :width], y, z, quality, synthesis_dtype(None, x.device))
+    best = (loss, y, z)
     unchecked = None  # the last latents of a run without checks, not yet measured
     runs = SCHEDULES[effort]
     rounding = ROUNDING[effort]

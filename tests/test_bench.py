@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -121,6 +122,29 @@ def test_rd_effort_levels(tmp_path, monkeypatch):
     assert "| 0 | +0.0 (+0.0) | 1.0 | 1.00 |" in table and "| 1 |" in table
     saved = json.loads((tmp_path / "out" / "effort.json").read_text())
     assert saved["crop"] == 32 and saved["levels"]["1"]["2.0"]["bpp"] == averages[1][2.0]["bpp"]
+
+
+def test_measure_takes_the_least_of_its_runs_and_runs_long_encodes_once(monkeypatch):
+    rgb = natural_like(48, 64)
+    noisy = iter([0.06, 0.0, 0.03])  # extra seconds each encode takes: only the second's time counts
+    calls = {"encode": 0, "decode": 0}
+
+    def encode(image, setting):
+        calls["encode"] += 1
+        time.sleep(next(noisy))
+        return image.tobytes()
+
+    def decode(data):
+        calls["decode"] += 1
+        return np.frombuffer(data, np.uint8).reshape(rgb.shape)
+
+    result = rd.measure(encode, decode, rgb, 5, runs=3)
+    assert calls == {"encode": 3, "decode": 3} and result["enc_s"] < 0.03 and result["bpp"] == 24
+    monkeypatch.setattr(rd, "REPEAT_BELOW_S", 0.0)  # every encode counts as long: it runs once
+    calls.update(encode=0, decode=0)
+    noisy = iter([0.0])
+    rd.measure(encode, decode, rgb, 5, runs=3)
+    assert calls == {"encode": 1, "decode": 3}
 
 
 def test_checkpoint_scores_a_training_state_against_weights(tmp_path, tiny_weights, capsys):

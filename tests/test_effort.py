@@ -107,27 +107,29 @@ def test_rate_search_falls_back_to_effort_zero_when_effort_files_are_bigger(tiny
 
 
 def test_local_lambda_is_the_slope_of_the_images_curve():
-    """On the shipped model: the secant of effort 0's (MSE, bpp) SLOPE_STEP either side, in lambda_for's
-    units, kept within the training lambdas one quality either side."""
+    """On the shipped model: the chord of effort 0's (MSE, bpp) from the quality to SLOPE_STEP below (above
+    at the bottom of the range), in lambda_for's units, kept within the training lambdas one quality
+    either side."""
     net = effort.training_model(aecodec.load_model().net, torch.device("cpu"))
     x = torch.from_numpy(natural_like(64, 64, seed=3)).permute(2, 0, 1)[None].float() / 255
-    for q in (1.0, 4.0, 10.0):
+    medians = net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+
+    def point(q):  # effort 0's (MSE, bpp) at quality q
+        at = torch.tensor([q])
+        with torch.no_grad():
+            y_at, z_at = net.analysis(x, at)
+            mse, bpp = effort._Problem(net, x, net.gains(at)[1], 0.0, medians, torch.float32).terms(y_at, z_at, None)
+        return mse.item(), bpp.item()
+
+    for q, low_q, high_q in ((1.0, 1.0, 1.5), (1.3, 1.3, 1.8), (4.0, 3.5, 4.0), (10.0, 9.5, 10.0)):
         quality = torch.tensor([q])
         with torch.no_grad():
             y, _ = net.analysis(x, quality)
-        problem = effort._Problem(net, x, net.gains(quality)[1], 0.0,
-                                  net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), torch.float32)
-        terms = []
-        for other in (max(1.0, q - effort.SLOPE_STEP), min(10.0, q + effort.SLOPE_STEP)):
-            at = torch.tensor([other])
-            with torch.no_grad():
-                y_at, z_at = net.analysis(x, at)
-                mse, bpp = effort._Problem(net, x, net.gains(at)[1], 0.0, problem.medians, torch.float32).terms(y_at, z_at, None)
-            terms.append((mse.item(), bpp.item()))
-        (mse_low, bpp_low), (mse_high, bpp_high) = terms
+        problem = effort._Problem(net, x, net.gains(quality)[1], 0.0, medians, torch.float32)
+        (mse_low, bpp_low), (mse_high, bpp_high) = point(low_q), point(high_q)
         low, high = (float(lambda_for(torch.tensor([min(10.0, max(1.0, q + step))]))[0]) for step in (-1, 1))
         expected = min(max((bpp_high - bpp_low) / ((mse_low - mse_high) * 255**2), low), high)
-        assert effort.local_lambda(problem, y, quality) == pytest.approx(expected, rel=1e-3)
+        assert effort.local_lambda(problem, y, quality, point(q)) == pytest.approx(expected, rel=1e-3)
 
 
 def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monkeypatch):
@@ -140,10 +142,9 @@ def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monke
         y, _ = net.analysis(x, quality)
     problem = effort._Problem(net, x, net.gains(quality)[1], 0.0, net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), None)
 
-    def measured(low_quality, high_quality):
-        answers = iter([tuple(map(torch.tensor, low_quality)), tuple(map(torch.tensor, high_quality))])
-        monkeypatch.setattr(effort._Problem, "terms", lambda self, *args: next(answers))
-        return effort.local_lambda(problem, y, quality)
+    def measured(low_quality, high_quality):  # (MSE, bpp) SLOPE_STEP below the quality, and at it
+        monkeypatch.setattr(effort._Problem, "terms", lambda self, *args: tuple(map(torch.tensor, low_quality)))
+        return effort.local_lambda(problem, y, quality, high_quality)
 
     assert measured((0.01, 1.0), (0.01, 1.0)) is None  # flat
     assert measured((0.01, 1.0), (0.02, 2.0)) is None  # MSE rises with quality
@@ -294,8 +295,17 @@ def shipped_problem(quality: float, side: int = 64):
     q = torch.tensor([quality])
     with torch.no_grad():
         y, z = net.analysis(x, q)
-    problem = effort.image_problem(net, x, y, q, None)
-    return problem, (problem.exact_loss(y, z), y, z)
+    problem, loss = effort.image_problem(net, x, y, z, q, None)
+    return problem, (loss, y, z)
+
+
+@pytest.mark.parametrize("quality", [1.2, 5.0])  # the chord above, and below
+def test_image_problem_returns_ga_s_exact_loss_at_its_lambda(quality):
+    """The point at the quality the slope is measured from is g_a's exact loss, shared: the same number
+    exact_loss gives at the measured lambda (not the training lambda's)."""
+    problem, (loss, y, z) = shipped_problem(quality)
+    assert problem.lam != float(lambda_for(torch.tensor([quality]))[0]) * 255**2
+    assert loss == problem.exact_loss(y, z)
 
 
 @pytest.mark.parametrize("quality", [3.0, 7.0])
