@@ -27,7 +27,8 @@ between the model's loss and the file's (float means and likelihoods against the
 hyper-synthesis and tabulated CDFs).
 
 The lambda is this image's own: the slope of effort 0's rate-distortion curve at the quality, measured
-on the image (the chord to SLOPE_STEP below, from the point g_a's exact loss is measured at). With the quality's training lambda the optimization slid the low
+on the image (the chord to SLOPE_STEP below, above at the bottom of the range, from the point where
+g_a's exact loss is measured). With the quality's training lambda the optimization slid the low
 qualities' points along the curve (fewer bits for much less PSNR), which saves little at equal PSNR; at
 the curve's own slope it moves the point below the curve. On training crops the measured slope was
 0.9-3.2x the training lambda, mostly 1.2-1.9x.
@@ -122,15 +123,14 @@ class Rounding:
 
 # Effort level -> its rounding refinement. Chosen on six training photos by BD-rate against effort 0
 # (bench/results/effort-choice/README.md): 2 steps then 2 iterations saved -7.8 % where 4 steps alone
-# saved -5.2 %, in ~1.2x their time. Effort 1 runs 1 step then 2 iterations, -7.1 % against 2 and 2's
-# -7.9 % in ~0.9x the time (train-effort1-chord-slope): the cheapest form that keeps a margin over its
-# -4 %, nearer its time bound (8x effort 0's encode) on an Intel Xeon. The refinement alone (0 steps,
-# 2 or 3 iterations: -5.5 / -6.2 % here) saved under 4 % on the Kodak crops. In one later run 4 steps then 22 iterations (spacing 2) -11.8 %, 2
-# steps then 14 -10.4 % in 0.68x the time, then in another 12 -10.2 % in 0.89x the time of 14
-# (train-cheaper-levels-no-last-check, train-effort2-iterations): effort 2 runs 2 and 12, which
-# keeps within its time bound (30x effort 0's encode) with a margin on an Intel Xeon too, whose
-# synthesis steps cost about twice as much against effort 0 as on a Zen 4. Effort 3 keeps its 30
-# iterations, on effort 2's grid (not measured apart from the whole level, README "Encoder effort").
+# saved -5.2 %, in ~1.2x their time. Effort 1 runs 1 step then 2 iterations: -7.1 % against 2 and 2's
+# -7.9 %, in ~0.9x the time (train-effort1-chord-slope), the cheapest form measured that keeps a margin
+# over its -4 % (the refinement alone, 2 or 3 iterations, -5.5 / -6.2 % here, saved under 4 % on the
+# Kodak crops; encode times: README "Encoder effort"). In one later run 4 steps then 22 iterations
+# (spacing 2) saved -11.8 %, 2 steps then 14 -10.4 % in 0.68x the time, then in another 12 -10.2 % in
+# 0.89x the time of 14 (train-cheaper-levels-no-last-check, train-effort2-iterations): effort 2 runs 2
+# and 12, which keeps within its time bound (30x effort 0's encode) with a margin on an Intel Xeon too.
+# Effort 3 keeps its 30 iterations, on effort 2's grid (not measured apart from the whole level).
 ROUNDING = {1: Rounding(2), 2: Rounding(12, spacing=2), 3: Rounding(30, spacing=2)}
 
 

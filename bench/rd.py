@@ -20,7 +20,7 @@ quality 80, WebP lossless and PNG, and writes OUT/table.md (default bench/result
 instead compares aecodec's encoder effort levels: each level's PSNR BD-rate against effort 0 and
 its encode and decode time as a ratio of effort 0's, every level run side by side on each image and
 quality (centre crops of --crop pixels, so it fits a small CPU), each time the least of TIMING_RUNS
-runs (effort 3's encodes: one); writes effort.json and effort.md.
+runs (encodes over REPEAT_BELOW_S seconds, effort 3's: one); writes effort.json and effort.md.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ REPEAT_BELOW_S = 5.0
 
 
 def measure(encode, decode, rgb: np.ndarray, setting, runs: int = 1) -> dict:
+    if runs < 1:
+        raise ValueError(f"measure needs runs >= 1, got {runs}")
     enc_s = dec_s = math.inf
     for run in range(runs):
         if run == 0 or enc_s < REPEAT_BELOW_S:

@@ -142,9 +142,9 @@ def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monke
         y, _ = net.analysis(x, quality)
     problem = effort._Problem(net, x, net.gains(quality)[1], 0.0, net.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1), None)
 
-    def measured(low_quality, high_quality):  # (MSE, bpp) SLOPE_STEP below the quality, and at it
-        monkeypatch.setattr(effort._Problem, "terms", lambda self, *args: tuple(map(torch.tensor, low_quality)))
-        return effort.local_lambda(problem, y, quality, high_quality)
+    def measured(other, at):  # (MSE, bpp) SLOPE_STEP from the quality (below, but at the bottom), and at it
+        monkeypatch.setattr(effort._Problem, "terms", lambda self, *args: tuple(map(torch.tensor, other)))
+        return effort.local_lambda(problem, y, quality, at)
 
     assert measured((0.01, 1.0), (0.01, 1.0)) is None  # flat
     assert measured((0.01, 1.0), (0.02, 2.0)) is None  # MSE rises with quality
@@ -153,6 +153,11 @@ def test_local_lambda_is_none_where_the_curve_does_not_descend(tiny_model, monke
     slope = measured((0.02, 1.0), (0.01, 1.0 + 0.01 * 255**2 * lam_4 * 1.5))  # 1.5x lambda(4): inside
     assert slope == pytest.approx(1.5 * lam_4)
     assert measured((0.02, 1.0), (0.01, 1.0 + 0.01 * 255**2 * lam_6 * 10)) == pytest.approx(lam_6)  # steep: capped
+    # Near the bottom of the range the chord goes up: the point measured is then the higher quality's.
+    quality = torch.tensor([1.2])
+    assert measured((0.02, 1.0), (0.01, 2.0)) is None  # measured above with more MSE and fewer bits
+    lam_1 = float(lambda_for(torch.tensor([1.0]))[0])
+    assert measured((0.01, 1.0 + 0.01 * 255**2 * lam_1 * 1.5), (0.02, 1.0)) == pytest.approx(1.5 * lam_1)
 
 
 def test_each_run_starts_from_ga_and_the_best_is_kept(tiny_model, photo, monkeypatch):
