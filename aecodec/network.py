@@ -231,6 +231,25 @@ def deconv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: in
                               output_padding=stride - 1)
 
 
+class OutputDeconv(nn.ConvTranspose2d):
+    """deconv(in_channels, out_channels) computed as a 3x3 convolution to four times the channels, one
+    set per phase of the output pixels (row and column parity), then a pixel shuffle: the same
+    parameters and values up to float rounding. oneDNN runs that dense convolution ~2x faster than the
+    transposed one for g_s's 3-channel output layer (decoding kodim23 ~10 % faster on an Intel Xeon), but
+    not for the 128-channel layers."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 5, 2, padding=2, output_padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Output pixel 2i + p takes inputs i + 1 - d through taps p + 4 - 2d (d = 0..2; tap 5 is none).
+        phases = [F.pad(self.weight[:, :, row::2, column::2].flip(2, 3), (column, 0, row, 0))
+                  for row in (0, 1) for column in (0, 1)]
+        kernel = torch.stack(phases).permute(2, 0, 1, 3, 4).reshape(-1, self.in_channels, 3, 3)
+        bias = None if self.bias is None else self.bias.repeat_interleave(4)
+        return F.pixel_shuffle(F.conv2d(x, kernel, bias, padding=1), 2)
+
+
 class Buffers(nn.Module):
     """Adopts, as buffers, whatever tensors a state dict holds under this module's name: an entropy
     model's frozen tables (their sizes come from the weights file) and its training-only parameters."""
@@ -262,7 +281,7 @@ class Network(VariableRate, nn.Module):
         self.N, self.M = int(N), int(M)
         self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
         self.g_s = nn.Sequential(deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
-                                 deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
+                                 deconv(N, N), GDN(N, inverse=True), OutputDeconv(N, 3))
         self.h_a = nn.Sequential(conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(), conv(N, N), nn.LeakyReLU(), conv(N, N))
         self.h_s = nn.Sequential(deconv(N, M), nn.LeakyReLU(), deconv(M, M * 3 // 2), nn.LeakyReLU(),
                                  conv(M * 3 // 2, M * 2, stride=1, kernel_size=3))

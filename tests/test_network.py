@@ -57,6 +57,27 @@ def test_transforms_match_compressai(shipped, reference):
         torch.testing.assert_close(means, ref_means)
 
 
+def test_output_deconv_computes_the_transposed_convolution():
+    """Values and gradients (input, weight, bias) of the transposed 5x5 stride-2 convolution it stands for,
+    on odd sides and channels-last input too."""
+    generator = torch.Generator().manual_seed(1)
+    ours = network.OutputDeconv(6, 3)
+    theirs = torch.nn.ConvTranspose2d(6, 3, 5, 2, padding=2, output_padding=1)
+    with torch.no_grad():
+        for param in theirs.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator))
+    ours.load_state_dict(theirs.state_dict())
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 6, 5, 7, generator=generator).contiguous(memory_format=layout).requires_grad_(True)
+        outputs = [module(x) for module in (ours, theirs)]
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-5)
+        probe = torch.randn(outputs[0].shape, generator=generator)
+        grads = [torch.autograd.grad(out, [x, module.weight, module.bias], probe)
+                 for out, module in zip(outputs, (ours, theirs))]
+        for got, expected in zip(*grads):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
 def test_files_are_byte_identical_to_the_training_models(shipped, reference):
     picture = natural_like(96, 160, seed=5)
     as_trained = dataclasses.replace(shipped, net=reference)  # compressai's transforms, the same coder
