@@ -242,7 +242,7 @@ class OutputDeconv(nn.ConvTranspose2d):
         super().__init__(in_channels, out_channels, 5, 2, padding=2, output_padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        # Output pixel 2i + p takes inputs i + 1 - d through taps p + 4 - 2d (d = 0..2; tap 5 is none).
+        # Output pixel 2i + p takes inputs i - 1 + d through taps p + 4 - 2d (d = 0..2; tap 5 is none).
         phases = [F.pad(self.weight[:, :, row::2, column::2].flip(2, 3), (column, 0, row, 0))
                   for row in (0, 1) for column in (0, 1)]
         kernel = torch.stack(phases).permute(2, 0, 1, 3, 4).reshape(-1, self.in_channels, 3, 3)
@@ -323,8 +323,9 @@ class Network(VariableRate, nn.Module):
         """transform(x) as float32, computed in `dtype` (under autocast, but for the last layer) unless float32.
 
         g_s runs channels-last, oneDNN's fast path on CPU (1.5-2x here; pixels equal up to float
-        rounding), and its result stays channels-last: for one image that is (H, W, 3) in memory, what
-        the image module wants. g_a keeps the default layout: there it computes exactly what
+        rounding), and on CPU its result stays channels-last (OutputDeconv's pixel shuffle keeps the
+        layout there; on CUDA it returns NCHW): for one image that is (H, W, 3) in memory, what the image
+        module wants. g_a keeps the default layout: there it computes exactly what
         compressai's does, so files are byte-identical to the training model's, and channels-last was
         no faster."""
         if transform is self.g_s:

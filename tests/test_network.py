@@ -71,6 +71,7 @@ def test_output_deconv_computes_the_transposed_convolution():
         x = torch.randn(2, 6, 5, 7, generator=generator).contiguous(memory_format=layout).requires_grad_(True)
         outputs = [module(x) for module in (ours, theirs)]
         torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-5)
+        assert outputs[0].is_contiguous(memory_format=layout)  # the image module wants (H, W, 3) from g_s
         probe = torch.randn(outputs[0].shape, generator=generator)
         grads = [torch.autograd.grad(out, [x, module.weight, module.bias], probe)
                  for out, module in zip(outputs, (ours, theirs))]
