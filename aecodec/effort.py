@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .errors import OptionError
-from .network import TILE, TILE_MARGIN, Y_STRIDE, lambda_for, run_in, synthesis_dtype, tiled
+from .network import TILE, TILE_MARGIN, Y_STRIDE, OutputDeconv, lambda_for, run_in, synthesis_dtype, tiled
 from .quality import QUALITY_MAX, QUALITY_MIN
 
 EFFORT_MAX = 3
@@ -171,6 +171,7 @@ def training_model(net, device: torch.device):
         except ImportError as exc:  # compressai comes with the train extra; coding at effort 0 needs none
             raise OptionError(f"effort > 0 needs compressai (pip install 'aecodec[train]'): {exc}") from exc
         model = AECModel(**net.config)
+        model.g_s[-1] = OutputDeconv(model.N, 3)  # as the decoder computes it: the same values, faster
         model.load_state_dict({key: value.cpu() for key, value in net.state_dict().items()})
         model = _TRAINING_MODELS[net] = model.eval().requires_grad_(False)
     return model.to(device)

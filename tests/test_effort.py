@@ -7,7 +7,7 @@ import torch
 import aecodec
 from aecodec import api, effort
 from aecodec.coder import BACKENDS
-from aecodec.network import lambda_for
+from aecodec.network import lambda_for, run_in
 
 from conftest import natural_like
 
@@ -37,6 +37,16 @@ def test_effort_zero_is_todays_encoder(tiny_model, photo, monkeypatch):
 def test_bad_effort_is_an_option_error(tiny_model, photo, level):
     with pytest.raises(aecodec.OptionError, match="effort"):
         aecodec.encode(photo, 5, effort=level, weights=tiny_model)
+
+
+def test_training_model_synthesizes_as_the_decoder_does(tiny_model):
+    """Effort's differentiable model runs the decoder's g_s layers on the same weights: its pixels are the
+    coding network's up to float rounding."""
+    net = effort.training_model(tiny_model.net, torch.device("cpu"))
+    assert type(net.g_s[-1]) is type(tiny_model.net.g_s[-1])
+    y_hat = torch.randn(1, tiny_model.net.M, 4, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(run_in(net.g_s, y_hat, None), tiny_model.net.g_s(y_hat), rtol=0, atol=1e-5)
 
 
 def test_effort_files_decode_alike_with_every_backend(tiny_model, photo, monkeypatch):
