@@ -124,9 +124,9 @@ class Rounding:
 # Effort level -> its rounding refinement. Chosen on six training photos by BD-rate against effort 0
 # (bench/results/effort-choice/README.md): 2 steps then 2 iterations saved -7.8 % where 4 steps alone
 # saved -5.2 %, in ~1.2x their time. Effort 1 runs 1 step then 2 iterations: -7.1 % against 2 and 2's
-# -7.9 %, in ~0.9x the time (one run each, train-effort1-chord-slope), the cheapest form measured that keeps a margin
-# over its -4 % (the refinement alone, 2 or 3 iterations, -5.5 / -6.2 % here, saved under 4 % on the
-# Kodak crops; encode times: README "Encoder effort"). In one later run 4 steps then 22 iterations
+# -7.9 %, in ~0.9x the time (one run each, train-effort1-chord-slope), the cheapest form measured that
+# keeps a margin over its -4 % (the refinement alone, 2 or 3 iterations, -5.5 / -6.2 % here, saved under
+# 4 % on the Kodak crops; encode times: README "Encoder effort"). In one later run 4 steps then 22 iterations
 # (spacing 2) saved -11.8 %, 2 steps then 14 -10.4 % in 0.68x the time, then in another 12 -10.2 % in
 # 0.89x the time of 14 (train-cheaper-levels-no-last-check, train-effort2-iterations): effort 2 runs 2
 # and 12, which keeps within its time bound (30x effort 0's encode) with a margin on an Intel Xeon too.

@@ -235,8 +235,7 @@ class OutputDeconv(nn.ConvTranspose2d):
     """deconv(in_channels, out_channels) computed as a 3x3 convolution to four times the channels, one
     set per phase of the output pixels (row and column parity), then a pixel shuffle: the same
     parameters and values up to float rounding. oneDNN runs that dense convolution ~2x faster than the
-    transposed one for g_s's 3-channel output layer (decoding kodim23 ~10 % faster on an Intel Xeon), but
-    not for the 128-channel layers."""
+    transposed one for g_s's 3-channel output layer (NEWS), but not for the 128-channel layers."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__(in_channels, out_channels, 5, 2, padding=2, output_padding=1)
