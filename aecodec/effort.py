@@ -225,10 +225,15 @@ class _Problem:
         return self.lam * mse + bpp
 
     @torch.no_grad()
+    def exact_terms(self, y: Tensor, z: Tensor) -> tuple[float, float]:
+        """(MSE, bits per pixel) with hard rounding, as the encoder rounds, in Python floats."""
+        mse, bpp = self.terms(y, z, None)
+        return mse.item(), bpp.item()
+
     def exact_loss(self, y: Tensor, z: Tensor) -> float:
         """The loss with hard rounding, in Python floats: g_a's latents and every check compare alike."""
-        mse, bpp = self.terms(y, z, None)
-        return self.lam * mse.item() + bpp.item()
+        mse, bpp = self.exact_terms(y, z)
+        return self.lam * mse + bpp
 
 
 @torch.no_grad()
@@ -244,8 +249,7 @@ def local_lambda(problem: _Problem, y: Tensor, quality: Tensor, point: tuple[flo
     other = at - SLOPE_STEP if at - SLOPE_STEP >= QUALITY_MIN else at + SLOPE_STEP
     q = torch.full_like(quality, other)
     y_q = y / net.gains(quality)[0] * net.gains(q)[0]
-    terms = dataclasses.replace(problem, inv_gain=net.gains(q)[1]).terms(y_q, net.h_a(y_q), None)
-    measured = tuple(t.item() for t in terms)
+    measured = dataclasses.replace(problem, inv_gain=net.gains(q)[1]).exact_terms(y_q, net.h_a(y_q))
     (mse_low, bpp_low), (mse_high, bpp_high) = (measured, point) if other < at else (point, measured)
     if not (mse_low > mse_high and bpp_high > bpp_low):
         return None
@@ -261,8 +265,7 @@ def image_problem(net, target: Tensor, y: Tensor, z: Tensor, quality: Tensor,
     in `dtype`."""
     problem = _Problem(net, target, net.gains(quality)[1], float(lambda_for(quality.cpu())[0]) * 255**2,
                        net.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1), dtype)
-    with torch.no_grad():
-        mse, bpp = (t.item() for t in problem.terms(y, z, None))
+    mse, bpp = problem.exact_terms(y, z)
     slope = local_lambda(problem, y, quality, (mse, bpp))
     if slope is not None:
         problem.lam = slope * 255**2
