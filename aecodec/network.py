@@ -215,11 +215,34 @@ class GDN(nn.Module):
         # Reparametrised in float32 whatever x's dtype (as under autocast), then cast for the convolution.
         beta = self.beta_reparam(self.beta).to(x.dtype)
         gamma = self.gamma_reparam(self.gamma).reshape(channels, channels, 1, 1).to(x.dtype)
-        norm = F.conv2d(x * x, gamma, beta)
         if torch.is_grad_enabled():
+            if self.inverse and not (self.beta.requires_grad or self.gamma.requires_grad):
+                return _InverseGDN.apply(x, beta, gamma)
+            norm = F.conv2d(x * x, gamma, beta)
             return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
+        norm = F.conv2d(x * x, gamma, beta)
         # The same values without two more full-size tensors (GDN is ~1/3 of g_a's time at 768x512).
         return (norm.sqrt_() if self.inverse else norm.rsqrt_()).mul_(x)
+
+
+class _InverseGDN(torch.autograd.Function):
+    """x * sqrt(conv1x1(x^2, gamma) + beta) with the gradient to x only (frozen beta and gamma: effort's
+    latent optimization), in half the full-size passes autograd's chain of pow, sqrt and products takes:
+    g_s forward and backward ~15 % faster on a CPU (NEWS)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, beta: Tensor, gamma: Tensor) -> Tensor:
+        root = F.conv2d(x * x, gamma, beta).sqrt_()
+        ctx.save_for_backward(x, root, gamma)
+        return x * root
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        # d/dx_j = root_j + x_j * sum_i gamma_ij * x_i / root_i (the sqrt's 1/2 cancels the square's 2).
+        x, root, gamma = ctx.saved_tensors
+        inner = (grad * x).div_(root)
+        spread = F.conv2d(inner, gamma.transpose(0, 1).to(inner.dtype))
+        return (grad * root).addcmul_(x, spread), None, None
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:

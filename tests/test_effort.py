@@ -415,12 +415,10 @@ def test_channel_curvature_matches_the_jacobians_columns():
     """The curvature per channel is 2 * lam * |g_s's Jacobian column|^2 / elements, averaged over the
     channel: the probe's estimate against columns by central differences, for every 12th channel (each
     estimate is noisy; their mean ratio is not)."""
-    problem, (_, y, z) = shipped_problem(5.0, side=128)
+    problem, (_, y, z) = shipped_problem(5.0, side=128)  # y 8x8: one probe window, the whole plane
     _, _, means = effort._hyper(problem, z)
-    y_hat = (means + (y - means).round()).requires_grad_(True)
-    with torch.enable_grad():
-        x_hat = effort._synthesis(problem.net, y_hat, problem.inv_gain, None)
-        estimate = effort._channel_curvature(problem, x_hat, y_hat, torch.Generator().manual_seed(0))
+    y_hat = means + (y - means).round()
+    estimate = effort._channel_curvature(problem, y_hat, torch.Generator().manual_seed(0))
     positions = y.shape[2] * y.shape[3]
     ratios = []
     for channel in range(0, y.shape[1], 12):
@@ -428,12 +426,38 @@ def test_channel_curvature_matches_the_jacobians_columns():
         tangents = torch.zeros(positions, *y.shape[1:])
         tangents[torch.arange(positions), channel] = torch.eye(positions).reshape(positions, *y.shape[2:])
         with torch.no_grad():
-            ahead, behind = (effort._synthesis(problem.net, y_hat.detach() + sign * 1e-2 * tangents, problem.inv_gain, None)
+            ahead, behind = (effort._synthesis(problem.net, y_hat + sign * 1e-2 * tangents, problem.inv_gain, None)
                              for sign in (1, -1))
         norms = ((ahead - behind) / 2e-2).square().flatten(1).sum(1)
-        ratios.append(float(estimate[0, channel]) / (2 * problem.lam * float(norms.mean()) / x_hat.numel()))
+        ratios.append(float(estimate[0, channel]) / (2 * problem.lam * float(norms.mean()) / problem.target.numel()))
     assert 0.5 < min(ratios) and max(ratios) < 2
     assert 0.8 < np.mean(ratios) < 1.25
+
+
+def test_curvature_probe_windows_spread_within_the_plane():
+    assert effort._probe_windows(16, 16) == [(4, 4, 8, 8)]
+    assert effort._probe_windows(32, 48) == [(4, 8, 8, 8), (4, 32, 8, 8), (20, 8, 8, 8), (20, 32, 8, 8)]
+    assert effort._probe_windows(5, 40) == [(0, 6, 5, 8), (0, 26, 5, 8)]
+    for height, width in [(1, 1), (9, 200), (300, 17), (250, 188)]:
+        windows = effort._probe_windows(height, width)
+        assert 1 <= len(windows) <= 4 and len(set(windows)) == len(windows)
+        assert all(0 <= top and top + rows <= height and 0 <= left and left + columns <= width
+                   and rows == min(height, effort.PROBE_WINDOW) and columns == min(width, effort.PROBE_WINDOW)
+                   for top, left, rows, columns in windows)
+
+
+def test_curvature_from_windows_agrees_with_the_whole_plane(monkeypatch):
+    """The probe on a window a quarter of the plane's positions estimates what the probe on the whole
+    plane does: per channel within the probe's own noise, on average within 15 %."""
+    problem, (_, y, z) = shipped_problem(5.0, side=256)
+    _, _, means = effort._hyper(problem, z)
+    y_hat = means + (y - means).round()
+    windowed = effort._channel_curvature(problem, y_hat, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(effort, "PROBE_WINDOW", y.shape[-1])
+    whole = effort._channel_curvature(problem, y_hat, torch.Generator().manual_seed(1))
+    ratios = (windowed / whole).flatten()
+    assert 0.85 < float(ratios.mean()) < 1.15 and 0.85 < float(ratios.median()) < 1.15
+    assert float(ratios.quantile(0.1)) > 0.5 and float(ratios.quantile(0.9)) < 2
 
 
 def test_refined_rounding_on_tiles_matches_untiled(monkeypatch):

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import aecodec
 from aecodec import network
@@ -77,6 +78,42 @@ def test_output_deconv_computes_the_transposed_convolution():
                  for out, module in zip(outputs, (ours, theirs))]
         for got, expected in zip(*grads):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_inverse_gdn_gradient_is_autograds():
+    """The inverse GDN's own backward (frozen weights, effort's case) gives autograd's gradient of the
+    same formula, in both layouts and under bf16 autocast; with trainable weights autograd's own runs,
+    so the weights get theirs."""
+    generator = torch.Generator().manual_seed(2)
+    gdn = network.GDN(5, inverse=True)
+    gdn.beta_reparam.pedestal = torch.tensor([2.0**-36])
+    gdn.beta_reparam.lower_bound.bound = torch.tensor([1e-3])
+    gdn.gamma_reparam.pedestal = torch.tensor([2.0**-36])
+    gdn.gamma_reparam.lower_bound.bound = torch.tensor([2.0**-18])
+    with torch.no_grad():
+        gdn.beta.copy_(torch.rand(5, generator=generator) + 0.5)
+        gdn.gamma.copy_(torch.rand(5, 5, generator=generator) * 0.3)
+    gdn.requires_grad_(False)
+
+    def plain(x):
+        norm = F.conv2d(x**2, gdn.gamma_reparam(gdn.gamma).reshape(5, 5, 1, 1), gdn.beta_reparam(gdn.beta))
+        return x * torch.sqrt(norm)
+
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 5, 6, 7, generator=generator).contiguous(memory_format=layout).requires_grad_(True)
+        probe = torch.randn(2, 5, 6, 7, generator=generator)
+        ours, theirs = gdn(x), plain(x)
+        assert ours.grad_fn.name() == "_InverseGDNBackward"
+        torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(torch.autograd.grad(ours, x, probe)[0], torch.autograd.grad(theirs, x, probe)[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = gdn(x.bfloat16())  # as in g_s, where the transposed convolution before it autocasts
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(torch.autograd.grad(ours.float(), x, probe)[0], torch.autograd.grad(plain(x), x, probe)[0],
+                               rtol=0.05, atol=0.05)
+    gdn.requires_grad_(True)
+    gdn(x).mul(probe).sum().backward()
+    assert gdn.gamma.grad is not None and gdn.gamma.grad.abs().sum() > 0
 
 
 def test_files_are_byte_identical_to_the_training_models(shipped, reference):
