@@ -340,6 +340,21 @@ def test_refined_rounding_lowers_the_exact_loss(quality):
     assert again[0] == loss and torch.equal(again[1], y)
 
 
+@pytest.mark.parametrize("probe_windows", [False, True])
+def test_refined_rounding_probes_the_curvature_where_told(monkeypatch, probe_windows):
+    """The curvature comes from the whole plane's synthesis or, with probe_windows (effort 1), from its
+    windows': either way once, and the refinement lowers the exact loss."""
+    problem, start = shipped_problem(5.0, side=256)
+    probed = []
+    windowed = effort._windowed_curvature
+    monkeypatch.setattr(effort, "_windowed_curvature", lambda *args: probed.append("windows") or windowed(*args))
+    whole = effort._channel_curvature
+    monkeypatch.setattr(effort, "_channel_curvature", lambda *args: probed.append(args[2].shape[-1]) or whole(*args))
+    assert effort.refine_rounding(problem, start, 3, probe_windows=probe_windows)[0] < start[0]
+    assert probed == (["windows", effort.PROBE_WINDOW] if probe_windows else [start[1].shape[-1]])
+    assert effort.ROUNDING[1].probe_windows and not effort.ROUNDING[2].probe_windows
+
+
 def test_refined_rounding_keeps_its_input_when_no_move_pays(monkeypatch):
     """Moves predicted to cost (a huge curvature) are never tried: one synthesis (the start's loss and
     gradient), then the input comes back as it is."""
@@ -415,10 +430,13 @@ def test_channel_curvature_matches_the_jacobians_columns():
     """The curvature per channel is 2 * lam * |g_s's Jacobian column|^2 / elements, averaged over the
     channel: the probe's estimate against columns by central differences, for every 12th channel (each
     estimate is noisy; their mean ratio is not)."""
-    problem, (_, y, z) = shipped_problem(5.0, side=128)  # y 8x8: one probe window, the whole plane
+    problem, (_, y, z) = shipped_problem(5.0, side=128)
     _, _, means = effort._hyper(problem, z)
-    y_hat = means + (y - means).round()
-    estimate = effort._channel_curvature(problem, y_hat, torch.Generator().manual_seed(0))
+    y_hat = (means + (y - means).round()).requires_grad_(True)
+    with torch.enable_grad():
+        x_hat = effort._synthesis(problem.net, y_hat, problem.inv_gain, None)
+        estimate = effort._channel_curvature(problem, x_hat, y_hat, torch.Generator().manual_seed(0))
+    y_hat = y_hat.detach()
     positions = y.shape[2] * y.shape[3]
     ratios = []
     for channel in range(0, y.shape[1], 12):
@@ -446,15 +464,16 @@ def test_curvature_probe_windows_spread_within_the_plane():
                    for top, left, rows, columns in windows)
 
 
-def test_curvature_from_windows_agrees_with_the_whole_plane(monkeypatch):
+def test_curvature_from_windows_agrees_with_the_whole_plane():
     """The probe on a window a quarter of the plane's positions estimates what the probe on the whole
     plane does: per channel within the probe's own noise, on average within 15 %."""
     problem, (_, y, z) = shipped_problem(5.0, side=256)
     _, _, means = effort._hyper(problem, z)
-    y_hat = means + (y - means).round()
-    windowed = effort._channel_curvature(problem, y_hat, torch.Generator().manual_seed(0))
-    monkeypatch.setattr(effort, "PROBE_WINDOW", y.shape[-1])
-    whole = effort._channel_curvature(problem, y_hat, torch.Generator().manual_seed(1))
+    y_hat = (means + (y - means).round()).requires_grad_(True)
+    windowed = effort._windowed_curvature(problem, y_hat.detach(), torch.Generator().manual_seed(0))
+    with torch.enable_grad():
+        x_hat = effort._synthesis(problem.net, y_hat, problem.inv_gain, None)
+        whole = effort._channel_curvature(problem, x_hat, y_hat, torch.Generator().manual_seed(1))
     ratios = (windowed / whole).flatten()
     assert 0.85 < float(ratios.mean()) < 1.15 and 0.85 < float(ratios.median()) < 1.15
     assert float(ratios.quantile(0.1)) > 0.5 and float(ratios.quantile(0.9)) < 2
@@ -495,7 +514,7 @@ def test_the_refinement_starts_from_a_last_run_without_checks(tiny_model, photo,
     monkeypatch.setattr(effort, "ROUNDING", {1: effort.Rounding(1)})
     handed = []
     refine = effort.refine_rounding
-    monkeypatch.setattr(effort, "refine_rounding", lambda *args: handed.append(args[-1]) or refine(*args))
+    monkeypatch.setattr(effort, "refine_rounding", lambda *args, **kwargs: handed.append(args[-1]) or refine(*args, **kwargs))
     aecodec.encode(photo, 5, effort=1, weights=tiny_model)
     assert (handed[0] is None) == bool(checks)
 
