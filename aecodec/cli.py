@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lossless", action="store_true", help="store the image exactly (same as --mode lossless)")
     p.add_argument("--effort", "-e", type=int, default=0, metavar="0..3",
                    help="encode time for fewer bits at the same fidelity: 0 (default) fastest, 3 slowest, "
-                        "on average the most saved (~6 %% at 1 in ~8x the time, ~9 %% at 2 in ~25x, ~13 %% at 3 in ~2200x, minutes "
+                        "on average the most saved (~6 %% at 1 in ~7x the time, ~9 %% at 2 in ~21x, ~13 %% at 3 in ~1900x, minutes "
                         "on a CPU; times on a 2-core Intel Xeon, lower where g_s runs on fast bf16 units); "
                         "any decoder reads the result")
     common(p)

@@ -135,9 +135,9 @@ class Rounding:
 # 0.89x the time of 14 (train-cheaper-levels-no-last-check, train-effort2-iterations): effort 2 runs 2
 # and 12, which keeps within its time bound (30x effort 0's encode) with a margin on an Intel Xeon too.
 # Effort 3 keeps its 30 iterations, on effort 2's grid (not measured apart from the whole level).
-# Effort 1 probes the curvature on windows: ~0.5x effort 0's encode time less, saving -5.6 against
-# -5.6 % on the Kodak crops, -7.0 against -7.2 % on the training photos; at effort 2 the windows cost
-# -8.6 against -9.1 % and -9.6 against -10.3 % for ~0.03x less time (an A/B probe script, NEWS).
+# Effort 1 probes the curvature on windows, for ~0.5x effort 0's encode time less: -5.56 against -5.59 %
+# on the Kodak crops, -7.00 against -7.15 % on the training photos. At effort 2 the windows cost more
+# (-8.56 against -9.05 %, -9.55 against -10.26 %) for little time (an A/B probe script, NEWS).
 ROUNDING = {1: Rounding(2, probe_windows=True), 2: Rounding(12, spacing=2), 3: Rounding(30, spacing=2)}
 
 
@@ -353,7 +353,8 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
     offset of a grid `spacing` apart (the next offset with a move that pays); after a rejected set of
     moves, half as many. Deterministic on a CPU (a fixed probe). progress: a bar's label. unchecked: other
     latents (y, z) to refine instead of best's (their z kept), not yet evaluated; best comes back unless
-    the refined ones have a lower exact loss."""
+    the refined ones have a lower exact loss. probe_windows: the curvature probe on windows of y
+    (_probe_windows) rather than the whole plane."""
     net, gc = problem.net, problem.net.gaussian_conditional
     y, z = best[1:] if unchecked is None else unchecked
     height, width = problem.target.shape[-2:]
@@ -372,6 +373,7 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
 
         bar = tqdm(total=iterations, desc=progress, unit="iteration", leave=False)
     generator = torch.Generator(problem.target.device).manual_seed(0)
+    windows = _probe_windows(*levels_in.shape[-2:]) if probe_windows else []
     count = levels_in[:, 0].numel()  # values to move next: at first one per position
     offset = 0  # the grid's next offset, row-major
     curvature, kept, candidate = None, None, levels_in  # kept: (loss, levels, gradient, bits)
@@ -387,9 +389,9 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
             elif iteration == iterations:
                 kept = (loss, candidate, None, None)
             else:
-                gradient, = torch.autograd.grad(distortion, y_hat, retain_graph=curvature is None and not probe_windows)
+                gradient, = torch.autograd.grad(distortion, y_hat, retain_graph=curvature is None and not windows)
                 if curvature is None:
-                    curvature = (_windowed_curvature(problem, y_hat.detach(), generator) if probe_windows
+                    curvature = (_windowed_curvature(problem, y_hat.detach(), generator, windows) if windows
                                  else _channel_curvature(problem, x_hat, y_hat, generator))
                 kept = (loss, candidate, gradient, candidate_bits)
         if bar is not None and iteration:
@@ -435,40 +437,43 @@ def refine_rounding(problem: _Problem, best: tuple, iterations: int, spacing: in
 def _channel_curvature(problem: _Problem, x_hat: Tensor, y_hat: Tensor, generator: torch.Generator) -> Tensor:
     """Per channel of y, the mean second derivative of the distortion term for a move of one value,
     Gauss-Newton: 2 * lam * |column of g_s's Jacobian|^2 / the image's elements, the squared norm
-    estimated from one random-sign probe (Hutchinson) through x_hat's graph, averaged over y_hat's
-    positions (and batch: _windowed_curvature's windows; a second probe gained nothing)."""
+    estimated from one random-sign probe (Hutchinson) through x_hat's graph (a second probe gained
+    nothing), averaged over y_hat's positions (and batch: _windowed_curvature's windows)."""
     signs = torch.randint(0, 2, x_hat.shape, generator=generator, device=x_hat.device).to(x_hat.dtype) * 2 - 1
     column, = torch.autograd.grad(x_hat, y_hat, signs)
     return column.square().mean(dim=(0, 2, 3), keepdim=True) * 2 * problem.lam / problem.target.numel()
 
 
-def _windowed_curvature(problem: _Problem, y_hat: Tensor, generator: torch.Generator) -> Tensor:
-    """_channel_curvature from a synthesis of a few windows of y_hat (_probe_windows) alone."""
-    windows = torch.cat([y_hat[..., top : top + rows, left : left + columns]
-                         for top, left, rows, columns in _probe_windows(*y_hat.shape[-2:])])
+def _windowed_curvature(problem: _Problem, y_hat: Tensor, generator: torch.Generator,
+                        windows: list[tuple[int, int, int, int]]) -> Tensor:
+    """_channel_curvature from a synthesis of these windows of y_hat alone (a batch of them)."""
+    batch = torch.cat([y_hat[..., top : top + rows, left : left + columns] for top, left, rows, columns in windows])
     with torch.enable_grad():
-        windows.requires_grad_(True)
-        return _channel_curvature(problem, _synthesis(problem.net, windows, problem.inv_gain, problem.dtype), windows, generator)
+        batch.requires_grad_(True)
+        return _channel_curvature(problem, _synthesis(problem.net, batch, problem.inv_gain, problem.dtype), batch, generator)
 
 
-# The curvature probe's windows: at most PROBE_WINDOW latent positions a side, one per PROBE_CELL
-# positions a side of y (at least one, at most 2x2 spread over it). The curvature is a property of the
-# model more than of the image (it depends on the image through g_s's inverse GDN): on 256x256 crops,
-# one central 8x8 window's estimate was within the whole plane's own probe noise of it (per channel,
-# median ratio 0.96-1.19), for a quarter of the synthesis, and big images cost no more than that.
+# The curvature probe's windows: PROBE_WINDOW latent positions a side, one per PROBE_CELL positions a
+# side of y (at most 2x2, spread over it). The curvature is a property of the model more than of the
+# image (it depends on the image through g_s's inverse GDN): on 256x256 crops, one central 8x8 window's
+# estimate was within the whole plane's own probe noise of it (per channel, median ratio 0.96-1.19, the
+# same with two positions of context around it), for a quarter of the synthesis; from 512 pixels a
+# side, four windows cost what a 256 crop's whole plane does.
 PROBE_WINDOW = 8
 PROBE_CELL = 16
 
 
 def _probe_windows(height: int, width: int) -> list[tuple[int, int, int, int]]:
-    """(top, left, rows, columns) of each window of a height x width latent plane."""
+    """(top, left, rows, columns) of each window of a height x width latent plane; none where they would
+    cover half the plane or more (the whole plane's probe, through the gradient's graph, costs less)."""
     rows, columns = min(height, PROBE_WINDOW), min(width, PROBE_WINDOW)
 
     def starts(length: int, side: int) -> list[int]:
         count = min(2, max(1, length // PROBE_CELL))
         return [min(length - side, max(0, round((index + 0.5) * length / count - side / 2))) for index in range(count)]
 
-    return [(top, left, rows, columns) for top in starts(height, rows) for left in starts(width, columns)]
+    windows = [(top, left, rows, columns) for top in starts(height, rows) for left in starts(width, columns)]
+    return windows if 2 * len(windows) * rows * columns < height * width else []
 
 
 def _descend(problem: _Problem, schedule: Schedule, steps, y: Tensor, z: Tensor, best: tuple) -> tuple:

@@ -43,7 +43,10 @@ def test_training_model_synthesizes_as_the_decoder_does(tiny_model):
     """Effort's differentiable model runs the decoder's g_s layers on the same weights: its pixels are the
     coding network's up to float rounding."""
     net = effort.training_model(tiny_model.net, torch.device("cpu"))
-    assert type(net.g_s[-1]) is type(tiny_model.net.g_s[-1])
+    assert net.g_s is not tiny_model.net.g_s and type(net.g_s[-1]) is type(tiny_model.net.g_s[-1])
+    assert not any(p.requires_grad for p in net.g_s.parameters())
+    assert net.g_s[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not tiny_model.net.g_s[0].weight.is_contiguous(memory_format=torch.channels_last)  # the decoder's untouched
     y_hat = torch.randn(1, tiny_model.net.M, 4, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(run_in(net.g_s, y_hat, None), tiny_model.net.g_s(y_hat), rtol=0, atol=1e-5)
@@ -352,7 +355,19 @@ def test_refined_rounding_probes_the_curvature_where_told(monkeypatch, probe_win
     monkeypatch.setattr(effort, "_channel_curvature", lambda *args: probed.append(args[2].shape[-1]) or whole(*args))
     assert effort.refine_rounding(problem, start, 3, probe_windows=probe_windows)[0] < start[0]
     assert probed == (["windows", effort.PROBE_WINDOW] if probe_windows else [start[1].shape[-1]])
-    assert effort.ROUNDING[1].probe_windows and not effort.ROUNDING[2].probe_windows
+
+
+def test_effort_1_alone_probes_on_windows(tiny_model, monkeypatch):
+    picture = natural_like(256, 256, seed=3)
+    probed = []
+    windowed = effort._windowed_curvature
+    monkeypatch.setattr(effort, "_windowed_curvature", lambda *args: probed.append(1) or windowed(*args))
+    aecodec.encode(picture, 5, effort=1, weights=tiny_model)
+    assert probed == [1]
+    monkeypatch.setattr(effort, "SCHEDULES", {**effort.SCHEDULES, 3: (effort.Schedule(2, 5e-2, checks=1),)})
+    for level in (2, 3):
+        aecodec.encode(picture, 5, effort=level, weights=tiny_model)
+    assert probed == [1]
 
 
 def test_refined_rounding_keeps_its_input_when_no_move_pays(monkeypatch):
@@ -453,29 +468,37 @@ def test_channel_curvature_matches_the_jacobians_columns():
 
 
 def test_curvature_probe_windows_spread_within_the_plane():
+    """Windows lie within the plane, apart, at most four; none where they would cover half of it."""
     assert effort._probe_windows(16, 16) == [(4, 4, 8, 8)]
     assert effort._probe_windows(32, 48) == [(4, 8, 8, 8), (4, 32, 8, 8), (20, 8, 8, 8), (20, 32, 8, 8)]
     assert effort._probe_windows(5, 40) == [(0, 6, 5, 8), (0, 26, 5, 8)]
-    for height, width in [(1, 1), (9, 200), (300, 17), (250, 188)]:
+    assert effort._probe_windows(8, 12) == effort._probe_windows(1, 1) == effort._probe_windows(11, 11) == []
+    for height, width in [(9, 200), (300, 17), (250, 188), (12, 11)]:
         windows = effort._probe_windows(height, width)
-        assert 1 <= len(windows) <= 4 and len(set(windows)) == len(windows)
-        assert all(0 <= top and top + rows <= height and 0 <= left and left + columns <= width
-                   and rows == min(height, effort.PROBE_WINDOW) and columns == min(width, effort.PROBE_WINDOW)
-                   for top, left, rows, columns in windows)
+        assert 1 <= len(windows) <= 4
+        covered = torch.zeros(height, width, dtype=torch.int)
+        for top, left, rows, columns in windows:
+            assert 0 <= top and top + rows <= height and 0 <= left and left + columns <= width
+            assert rows == min(height, effort.PROBE_WINDOW) and columns == min(width, effort.PROBE_WINDOW)
+            covered[top : top + rows, left : left + columns] += 1
+        assert covered.max() == 1 and 2 * covered.sum() < height * width
 
 
-def test_curvature_from_windows_agrees_with_the_whole_plane():
-    """The probe on a window a quarter of the plane's positions estimates what the probe on the whole
-    plane does: per channel within the probe's own noise, on average within 15 %."""
-    problem, (_, y, z) = shipped_problem(5.0, side=256)
+@pytest.mark.parametrize("side, count", [(256, 1), (512, 4)])
+def test_curvature_from_windows_agrees_with_the_whole_plane(side, count):
+    """The probe on windows a quarter of the plane's positions estimates what the probe on the whole
+    plane does: per channel within the probe's own noise, on average within 25 % (here ~10 % above)."""
+    problem, (_, y, z) = shipped_problem(5.0, side=side)
     _, _, means = effort._hyper(problem, z)
     y_hat = (means + (y - means).round()).requires_grad_(True)
-    windowed = effort._windowed_curvature(problem, y_hat.detach(), torch.Generator().manual_seed(0))
+    windows = effort._probe_windows(*y.shape[-2:])
+    assert len(windows) == count
+    windowed = effort._windowed_curvature(problem, y_hat.detach(), torch.Generator().manual_seed(0), windows)
     with torch.enable_grad():
         x_hat = effort._synthesis(problem.net, y_hat, problem.inv_gain, None)
         whole = effort._channel_curvature(problem, x_hat, y_hat, torch.Generator().manual_seed(1))
     ratios = (windowed / whole).flatten()
-    assert 0.85 < float(ratios.mean()) < 1.15 and 0.85 < float(ratios.median()) < 1.15
+    assert 0.8 < float(ratios.mean()) < 1.25 and 0.8 < float(ratios.median()) < 1.25
     assert float(ratios.quantile(0.1)) > 0.5 and float(ratios.quantile(0.9)) < 2
 
 
