@@ -36,7 +36,7 @@ TILE_MARGIN = 64
 
 # Synthesis precisions. bf16 runs g_s's convolutions on bf16 units (AMX, AVX512-BF16, tensor cores):
 # only pixels change, never what the entropy decoder derives. The default is bf16 where it is expected to
-# be faster than float32 (see _default_precision), float32, the exact reference, elsewhere;
+# be faster than float32 (see default_precision), float32, the exact reference, elsewhere;
 # AECODEC_PRECISION overrides it.
 PRECISIONS = {"float32": torch.float32, "bf16": torch.bfloat16}
 PRECISION_ENV = "AECODEC_PRECISION"
@@ -44,13 +44,14 @@ PRECISION_ENV = "AECODEC_PRECISION"
 
 def synthesis_dtype(precision: str | None, device: torch.device) -> torch.dtype:
     """The dtype g_s runs in for a precision name, or for the default (None) on this device."""
-    precision = precision or os.environ.get(PRECISION_ENV) or _default_precision(device)
+    precision = precision or os.environ.get(PRECISION_ENV) or default_precision(device)
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return PRECISIONS[precision]
 
 
-def _default_precision(device: torch.device) -> str:
+def default_precision(device: torch.device) -> str:
+    """"bf16" where this device runs the transforms faster in bf16 than in float32, else "float32"."""
     # bf16 where the hardware has dedicated bf16 matrix units (tensor cores from Ampere on; AMX, assumed
     # faster: no AMX CPU was measured) or where bf16 was measured faster (Zen 4). AVX512-BF16 alone is not
     # enough: on an Intel Xeon VM with it and no AMX, bench.precision decoded 6 Kodak files in 2.2 s in

@@ -11,7 +11,7 @@ import aecodec
 from aecodec.model import AECModel
 from aecodec.network import lambda_for
 from aecodec.quality import LAMBDAS, QUALITY_MAX, QUALITY_MIN
-from aecodec.train import add_arguments, train
+from aecodec.train import add_arguments, train, transform_dtype
 from aecodec.weights import SCALE_LEVELS
 from conftest import natural_like
 
@@ -129,6 +129,16 @@ def test_widen_keeps_what_the_small_model_computes():
     out = big(x, quality)
     (out["x_hat"].square().mean() - sum(lik.log().sum() for lik in out["likelihoods"].values())).backward()
     assert big.g_s[0].weight.grad[8:].abs().sum() > 0 and big.g_a[6].weight.grad[8:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("faster, precision, expected", [
+    ("bf16", None, torch.bfloat16), ("float32", None, None),  # the default follows the hardware
+    ("float32", "bf16", torch.bfloat16), ("bf16", "fp32", None),  # --precision overrides it
+])
+def test_training_precision_defaults_to_bf16_only_where_it_is_faster(monkeypatch, faster, precision, expected):
+    monkeypatch.setattr("aecodec.train.default_precision", lambda device: faster)
+    monkeypatch.setenv("AECODEC_PRECISION", "bf16")  # decoding's setting, not training's
+    assert transform_dtype(precision, torch.device("cpu")) is expected
 
 
 def test_bf16_transforms_keep_entropy_models_in_float32():
