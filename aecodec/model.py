@@ -20,12 +20,21 @@ from torch import Tensor, nn
 
 with warnings.catch_warnings():  # compressai's import-time torch.jit.script calls warn on every CLI run
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
+    from compressai.layers import GDN
     from compressai.models import MeanScaleHyperprior
     from compressai.ops import quantize_ste
 
 from .errors import WeightsError
-from .network import VariableRate, run_in
+from .network import VariableRate, gdn, run_in
 from .quality import LAMBDAS
+
+
+class TrainingGDN(GDN):
+    """compressai's GDN (its parameters and their reparametrisation) computed by network.gdn: the same
+    values, and its gradients in fewer passes than autograd's."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gdn(x, self.beta_reparam(self.beta), self.gamma_reparam(self.gamma), self.inverse)
 
 
 class AECModel(VariableRate, MeanScaleHyperprior):
@@ -33,6 +42,10 @@ class AECModel(VariableRate, MeanScaleHyperprior):
 
     def __init__(self, N: int = 64, M: int = 128):
         super().__init__(N=N, M=M)
+        for transform in (self.g_a, self.g_s):
+            for i, layer in enumerate(transform):
+                if isinstance(layer, GDN):  # GDN's initial state is fixed: no random draws change
+                    transform[i] = TrainingGDN(layer.beta.numel(), inverse=layer.inverse)
         # Training may run the transforms (not the entropy models) under bf16 autocast; None: float32.
         self.transform_dtype: torch.dtype | None = None
         # Gain ~ 1/quantization step, D ~ step^2 and lambda ~ 1/D: start the gains at sqrt(lambda).
