@@ -224,9 +224,32 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool) -> Tensor:
     gamma = gamma.reshape(*gamma.shape, 1, 1).to(x.dtype)
     if torch.is_grad_enabled():
         return _GDN.apply(x, beta, gamma, inverse)
+    if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
+        return _gdn_in_bands(x, beta, gamma, inverse)
     # The same values without two more full-size tensors (GDN is ~1/3 of g_a's time at 768x512).
     norm = F.conv2d(x * x, gamma, beta)
     return (norm.sqrt_() if inverse else norm.rsqrt_()).mul_(x)
+
+
+GDN_BAND_ROWS = 16
+
+
+def _gdn_in_bands(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool) -> Tensor:
+    """gdn at inference on a channels-last x (g_s's layout), GDN_BAND_ROWS rows of pixels at a time, each
+    band's passes (square, 1x1 convolution as a matrix product, root, product) while it is in cache: the
+    same values, g_s's last GDN ~25 % faster on a CPU (NEWS)."""
+    batch, channels, height, width = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, channels)  # a view: (pixels, channels)
+    out = torch.empty_like(pixels)
+    band = GDN_BAND_ROWS * width
+    squares = torch.empty(min(band, pixels.shape[0]), channels, dtype=x.dtype)
+    weights = gamma.reshape(channels, channels).t()
+    for start in range(0, pixels.shape[0], band):
+        rows = pixels[start : start + band]
+        norm, square = out[start : start + band], squares[: rows.shape[0]]
+        torch.addmm(beta, torch.mul(rows, rows, out=square), weights, out=norm)
+        (norm.sqrt_() if inverse else norm.rsqrt_()).mul_(rows)
+    return out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
 class _GDN(torch.autograd.Function):

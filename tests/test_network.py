@@ -120,6 +120,22 @@ def test_gdn_gradients_are_autograds(inverse):
     assert torch.autograd.grad(gdn(x), x, probe)[0].shape == x.shape
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_in_bands_is_the_convolution(inverse):
+    """At inference a channels-last input goes through GDN in bands of rows (a last, shorter one here),
+    giving the 1x1 convolution's values, in g_s's layout."""
+    generator = torch.Generator().manual_seed(4)
+    beta = torch.rand(6, generator=generator) + 0.5
+    gamma = torch.rand(6, 6, generator=generator) * 0.2
+    x = torch.randn(2, 6, 2 * network.GDN_BAND_ROWS + 3, 5, generator=generator)
+    norm = F.conv2d(x * x, gamma.reshape(6, 6, 1, 1), beta)
+    expected = x * (norm.sqrt() if inverse else norm.rsqrt())
+    with torch.no_grad():
+        ours = network.gdn(x.contiguous(memory_format=torch.channels_last), beta, gamma, inverse)
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ours, expected)
+
+
 def test_training_gdn_is_compressais():
     """AECModel's GDN layers give compressai's GDN's values and gradients (compressai's reparametrisation
     included), both directions."""
