@@ -217,14 +217,16 @@ class GDN(nn.Module):
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool) -> Tensor:
     """x * rsqrt(conv1x1(x^2, gamma) + beta), or * sqrt if inverse, from the reparametrised beta (C,) and
-    gamma (C, C): at inference in place, with gradients from _GDN. Shared by decoding, effort and
+    gamma (C, C): at inference without gradients' intermediates, with gradients from _GDN. Shared by decoding, effort and
     training (model.AECModel's GDN layers)."""
     # Reparametrised in float32 whatever x's dtype (as under autocast), then cast for the convolution.
     beta = beta.to(x.dtype)
     gamma = gamma.reshape(*gamma.shape, 1, 1).to(x.dtype)
     if torch.is_grad_enabled():
         return _GDN.apply(x, beta, gamma, inverse)
-    if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
+    # (The bands' out= products skip autocast: only for an x already in the dtype it would compute in.)
+    autocast_keeps_dtype = not torch.is_autocast_enabled("cpu") or x.dtype == torch.get_autocast_dtype("cpu")
+    if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last) and autocast_keeps_dtype:
         return _gdn_in_bands(x, beta, gamma, inverse)
     # The same values without two more full-size tensors (GDN is ~1/3 of g_a's time at 768x512).
     norm = F.conv2d(x * x, gamma, beta)
@@ -237,7 +239,7 @@ GDN_BAND_ROWS = 16
 def _gdn_in_bands(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool) -> Tensor:
     """gdn at inference on a channels-last x (g_s's layout), GDN_BAND_ROWS rows of pixels at a time, each
     band's passes (square, 1x1 convolution as a matrix product, root, product) while it is in cache: the
-    same values, g_s's last GDN ~25 % faster on a CPU (NEWS)."""
+    values of the convolution up to float rounding, g_s's last GDN ~25 % faster on a CPU (NEWS)."""
     batch, channels, height, width = x.shape
     pixels = x.permute(0, 2, 3, 1).reshape(-1, channels)  # a view: (pixels, channels)
     out = torch.empty_like(pixels)

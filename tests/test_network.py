@@ -27,7 +27,18 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def reference(shipped):
-    return AECModel.from_weights(shipped).eval()
+    """The training model with compressai's own GDN layers (not TrainingGDN, which runs network.gdn):
+    what the coding Network must reproduce."""
+    from compressai.layers import GDN
+
+    model = AECModel.from_weights(shipped).eval()
+    for transform in (model.g_a, model.g_s):
+        for i, layer in enumerate(transform):
+            if isinstance(layer, GDN):
+                transform[i] = GDN(layer.beta.numel(), inverse=layer.inverse)
+                transform[i].load_state_dict(layer.state_dict())
+    assert not any(type(layer).__name__ == "TrainingGDN" for layer in [*model.g_a, *model.g_s])
+    return model
 
 
 def test_shipped_weights_load_into_both_networks_under_the_same_keys(shipped, reference):
@@ -116,24 +127,28 @@ def test_gdn_gradients_are_autograds(inverse):
         assert got.dtype == torch.float32
         # bf16's rounding: autograd's own bf16 gradients were off by up to 1.2 % of the largest
         assert (got - expected).abs().max() <= 0.02 * expected.abs().max()
-    gdn.requires_grad_(False)
-    assert torch.autograd.grad(gdn(x), x, probe)[0].shape == x.shape
+    gdn.requires_grad_(False)  # effort's case: the gradient to x alone
+    ours = gdn(x)
+    assert ours.grad_fn.name() == "_GDNBackward"
+    torch.testing.assert_close(torch.autograd.grad(ours, x, probe)[0], torch.autograd.grad(plain(x), x, probe)[0])
 
 
 @pytest.mark.parametrize("inverse", [False, True])
 def test_gdn_in_bands_is_the_convolution(inverse):
     """At inference a channels-last input goes through GDN in bands of rows (a last, shorter one here),
-    giving the 1x1 convolution's values, in g_s's layout."""
+    giving the 1x1 convolution's values up to float rounding, in g_s's layout; in bf16 too."""
     generator = torch.Generator().manual_seed(4)
     beta = torch.rand(6, generator=generator) + 0.5
     gamma = torch.rand(6, 6, generator=generator) * 0.2
     x = torch.randn(2, 6, 2 * network.GDN_BAND_ROWS + 3, 5, generator=generator)
-    norm = F.conv2d(x * x, gamma.reshape(6, 6, 1, 1), beta)
-    expected = x * (norm.sqrt() if inverse else norm.rsqrt())
-    with torch.no_grad():
-        ours = network.gdn(x.contiguous(memory_format=torch.channels_last), beta, gamma, inverse)
-    assert ours.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(ours, expected)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = x.to(dtype)
+        norm = F.conv2d(x * x, gamma.reshape(6, 6, 1, 1).to(dtype), beta.to(dtype))
+        expected = x * (norm.sqrt() if inverse else norm.rsqrt())
+        with torch.no_grad():
+            ours = network.gdn(x.contiguous(memory_format=torch.channels_last), beta, gamma, inverse)
+        assert ours.is_contiguous(memory_format=torch.channels_last) and ours.dtype == dtype
+        torch.testing.assert_close(ours, expected)
 
 
 def test_training_gdn_is_compressais():
