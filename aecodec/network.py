@@ -262,31 +262,34 @@ class _GDN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool) -> Tensor:
-        root = F.conv2d(x * x, gamma, beta)
+        squares = x * x
+        root = F.conv2d(squares, gamma, beta)
         root = root.sqrt_() if inverse else root.rsqrt_()
         ctx.inverse = inverse
-        ctx.save_for_backward(x, root, gamma)
+        ctx.save_for_backward(x, root, gamma, squares if ctx.needs_input_grad[2] else None)
         return x * root
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # root is saved as a constant: no second derivative
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        # With norm = conv1x1(x^2, gamma) + beta and root = norm^(+-1/2): dL/dnorm_i = inner_i / 2, where
-        # inner = grad * x / root (inverse) or -grad * x * root^3; then dL/dx_j = grad_j * root_j +
-        # x_j * sum_i gamma_ij * inner_i (the root's 1/2 cancels the square's 2), dL/dbeta_i = sum of
-        # inner_i / 2 and dL/dgamma_ij = sum of inner_i * x_j^2 / 2 over batch and positions.
-        x, root, gamma = ctx.saved_tensors
-        inner = (grad * x).div_(root) if ctx.inverse else (grad * x).mul_(root).mul_(root).mul_(root).neg_()
+        # With norm = conv1x1(x^2, gamma) + beta and root = norm^(+-1/2): dL/dnorm_i = sign * inner_i / 2,
+        # where inner = grad * x / root, sign = 1 (inverse) or inner = grad * x * root^3, sign = -1; then
+        # dL/dx_j = grad_j * root_j + sign * x_j * sum_i gamma_ij * inner_i (the root's 1/2 cancels the
+        # square's 2), dL/dbeta_i = sign * the sum of inner_i / 2 and dL/dgamma_ij = sign * the sum of
+        # inner_i * x_j^2 / 2 over batch and positions.
+        x, root, gamma, squares = ctx.saved_tensors
+        inner = (grad * x).div_(root) if ctx.inverse else (grad * x).mul_(root).mul_(root).mul_(root)
+        sign = 1.0 if ctx.inverse else -1.0
         grad_x = grad_beta = grad_gamma = None
         if ctx.needs_input_grad[0]:
             spread = F.conv2d(inner, gamma.transpose(0, 1))
-            grad_x = (grad * root).addcmul_(x, spread)
+            grad_x = (grad * root).addcmul_(x, spread, value=sign)
         if ctx.needs_input_grad[1]:
-            grad_beta = inner.sum((0, 2, 3)).mul_(0.5)
+            grad_beta = inner.sum((0, 2, 3)).mul_(0.5 * sign)
         if ctx.needs_input_grad[2]:
             # (pixels, channels) matrices: views of channels-last tensors (training's layout), else copies
-            inner, squares = (t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in (inner, x * x))
-            grad_gamma = (inner.t() @ squares).mul_(0.5).reshape(gamma.shape)
+            inner, squares = (t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in (inner, squares))
+            grad_gamma = (inner.t() @ squares).mul_(0.5 * sign).reshape(gamma.shape)
         return grad_x, grad_beta, grad_gamma, None
 
 
