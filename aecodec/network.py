@@ -217,8 +217,8 @@ class GDN(nn.Module):
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool) -> Tensor:
     """x * rsqrt(conv1x1(x^2, gamma) + beta), or * sqrt if inverse, from the reparametrised beta (C,) and
-    gamma (C, C): at inference without gradients' intermediates, with gradients from _GDN. Shared by decoding, effort and
-    training (model.AECModel's GDN layers)."""
+    gamma (C, C): with gradients through _GDN, else without keeping intermediates. Shared by decoding,
+    effort and training (model.AECModel's GDN layers)."""
     # Reparametrised in float32 whatever x's dtype (as under autocast), then cast for the convolution.
     beta = beta.to(x.dtype)
     gamma = gamma.reshape(*gamma.shape, 1, 1).to(x.dtype)
