@@ -25,16 +25,16 @@ with warnings.catch_warnings():  # compressai's import-time torch.jit.script cal
     from compressai.ops import quantize_ste
 
 from .errors import WeightsError
-from .network import VariableRate, gdn, run_in
+from . import network
+from .network import VariableRate, run_in
 from .quality import LAMBDAS
 
 
 class TrainingGDN(GDN):
-    """compressai's GDN (its parameters and their reparametrisation) computed by network.gdn: the same
-    values, and its gradients in fewer passes than autograd's."""
+    """compressai's GDN (its parameters and their reparametrisation) computed as the coding network's
+    GDN computes (network.gdn): the same values, and its gradients in fewer passes than autograd's."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return gdn(x, self.beta_reparam(self.beta), self.gamma_reparam(self.gamma), self.inverse)
+    forward = network.GDN.forward
 
 
 class AECModel(VariableRate, MeanScaleHyperprior):
