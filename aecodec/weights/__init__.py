@@ -137,10 +137,13 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.10.0",
                 decoder_sha256="d3da0a6291dc2a577ef4bb197091f9c1628f4d4f7ba14c9f741f52140df8c119", archive_version=2),
         Release("aec-hp128i", "aec-hp128i.pt", "66b9f6f360e264cf56a24df317473eb36f48fe68066bffa5681a776f0fe74a07",
-                128, 192, (1.0, 10.0), "0.11.0"),
+                128, 192, (1.0, 10.0), "0.11.0",
+                decoder_sha256="4d1b2000cf452b7079ead58a0c79e095e72bb03eee150abb7350e8b549e89b09", archive_version=3),
+        Release("aec-hp128j", "aec-hp128j.pt", "7f2e0bb61824c806854371fb8a924e5213b3523a5f43db1035cc3f6df097c982",
+                128, 192, (1.0, 10.0), "0.12.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128i"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128j"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:
