@@ -210,7 +210,7 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
 def transform_dtype(precision: str | None, device: torch.device) -> torch.dtype | None:
     """The transforms' autocast dtype for --precision; None (the default): bf16 where the device runs it
     faster, the rule decoding's default precision follows (bench.train_speed on an Intel Xeon with
-    AVX512-BF16 but no AMX: bf16 ~0.85x float32's speed at the median; on the Zen 4 VM 1.8-2.5x)."""
+    AVX512-BF16 but no AMX: bf16 ~0.85x float32's speed at the median; with AMX 2.1x; on Zen 4 1.8-2.5x)."""
     if precision is None:
         precision = "bf16" if default_precision(device) == "bf16" else "fp32"
     return torch.bfloat16 if precision == "bf16" else None
