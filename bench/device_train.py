@@ -3,7 +3,7 @@
 The device tool sends the working tree (64 MiB in all, carried paths included) and brings back at most
 8 files of 16 MiB from $OUT, so the run cannot take ../shared nor bring back the 84 MB training state:
 
-    python -m bench.device_train pack --data ../shared/data/train --init aec-hp128j  # here: .device-train/
+    python -m bench.device_train pack --data ../shared/data/train --init aec-hp128k  # here: .device-train/
     # device tool, one call with the GPU check (README):
     #   run(command="python3 -m bench.device_check; python3 -m bench.device_train run --minutes 5",
     #       carry=[".device-train"], timeout_s=590)

@@ -140,10 +140,13 @@ RELEASES = {
                 128, 192, (1.0, 10.0), "0.11.0",
                 decoder_sha256="4d1b2000cf452b7079ead58a0c79e095e72bb03eee150abb7350e8b549e89b09", archive_version=3),
         Release("aec-hp128j", "aec-hp128j.pt", "7f2e0bb61824c806854371fb8a924e5213b3523a5f43db1035cc3f6df097c982",
-                128, 192, (1.0, 10.0), "0.12.0"),
+                128, 192, (1.0, 10.0), "0.12.0",
+                decoder_sha256="16819a551b27a79d1641fce397950726c89825fed74b9e78403d09c79ddd9244", archive_version=4),
+        Release("aec-hp128k", "aec-hp128k.pt", "eba6bca0ddba623f313787aae48db6fa04deb3ea0ce4a91a4096d7f52f770645",
+                128, 192, (1.0, 10.0), "0.13.0"),
     )
 }
-DEFAULT_MODEL = "aec-hp128j"  # what encode uses; decode picks the model a file names
+DEFAULT_MODEL = "aec-hp128k"  # what encode uses; decode picks the model a file names
 
 
 def release_for(model_id: bytes) -> Release | None:

@@ -6,4 +6,4 @@ accumulate: aecodec ships the models that encode, this package the ones that onl
 gains files; each aecodec requires the version that holds all of its superseded models.
 """
 
-__version__ = "3"
+__version__ = "4"
