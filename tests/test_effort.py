@@ -307,8 +307,8 @@ def test_effort_with_draws_is_reproducible(tiny_model, photo, monkeypatch):
 
 
 def shipped_problem(quality: float, side: int = 64, seed: int = 5):
-    """The shipped model's loss on a small natural-like image at its measured slope (as effort measures
-    it), with g_a's latents."""
+    """The shipped model's loss on a natural-like image (64x64 unless `side` says otherwise) at its measured
+    slope (as effort measures it), with g_a's latents."""
     model = aecodec.load_model()
     net = effort.training_model(model.net, torch.device("cpu"))
     x = torch.from_numpy(natural_like(side, side, seed=seed)).permute(2, 0, 1)[None].float() / 255
