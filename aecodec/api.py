@@ -13,10 +13,11 @@ import torch
 from . import format as aec_format
 from . import image as images
 from . import lossless as lossless_coding
+from . import refine
 from .effort import EFFORT_MAX_SAVING, check_effort, optimize_latents
 from .errors import DecodeError, OptionError
 from .network import STRIDE, lambda_for, synthesis_dtype
-from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, check_quality
+from .quality import DEFAULT_QUALITY, LEARNED_MAX, QUALITY_MAX, QUALITY_MIN, check_quality
 from .weights import RELEASES, Model, find, load
 
 RATE_SEARCH_STEP = 0.01  # quality resolution of a rate search: about 0.3 % of the bitrate
@@ -126,7 +127,7 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
     with _stage("network", dev), torch.inference_mode():
         features = net.analysis_features(x)
 
-    def encode_at(quality: float, effort: int = effort) -> bytes:
+    def learned_at(quality: float, effort: int) -> tuple[dict, int]:
         with _stage("network", dev), torch.inference_mode():
             y, z = net.latents_at(features, torch.tensor([quality], device=dev))
         if effort:
@@ -135,9 +136,29 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
                                         picture.height, picture.width, progress)
         with _stage("entropy"):
             streams, symbols_crc = model.latents.encode(y, z, backend=backend)
+        return {**streams, "alpha": alpha}, symbols_crc
+
+    @functools.cache
+    def refinement_base(effort: int) -> tuple[dict, int, np.ndarray]:
+        """The learned file at LEARNED_MAX that every higher quality refines, and its decoded channels
+        (in float32, so the residual does not depend on this machine's default precision)."""
+        streams, symbols_crc = learned_at(LEARNED_MAX, effort)
+        header = aec_format.Header(picture.mode, model.model_id, LEARNED_MAX, picture.width, picture.height, symbols_crc)
+        colour = _decode_colour(model, header, streams, backend, dev, torch.float32)
+        return streams, symbols_crc, refine.channels(picture.mode, colour)
+
+    def encode_at(quality: float, effort: int = effort) -> bytes:
+        if quality > LEARNED_MAX:
+            streams, symbols_crc, decoded = refinement_base(effort)
+            with _stage("refine"):
+                refinement = refine.encode(refine.channels(picture.mode, picture.colour), decoded,
+                                           refine.step_for(quality), backend)
+            streams = {**streams, "refine": refinement}
+        else:
+            streams, symbols_crc = learned_at(quality, effort)
         with _stage("container"):
             header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
-            return aec_format.pack(header, {**streams, "alpha": alpha})
+            return aec_format.pack(header, streams)
 
     exact_possible = mode == "auto" and not picture.lost
     if quality is not None:
@@ -182,7 +203,9 @@ def _prefer_lossless(picture: images.Picture, quality: float, decoded, learned_b
     colour = np.asarray(decoded.convert("RGB"), dtype=np.float64)
     mse = float(np.mean((colour - picture.colour) ** 2))
     extra_bpp = 8 * (exact_bytes - learned_bytes) / (picture.width * picture.height)
-    return extra_bpp <= float(lambda_for(torch.tensor([quality]))) * mse
+    # Above the model's range each quality halves the refinement step, so the MSE a bit buys falls ~4x.
+    lam = float(lambda_for(torch.tensor([min(quality, LEARNED_MAX)]))) * 4.0 ** max(0.0, quality - LEARNED_MAX)
+    return extra_bpp <= lam * mse
 
 
 def _quality_at(step: int) -> float:
@@ -288,23 +311,40 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
             f"file was made by model {header.model_id.hex()}, which this aecodec does not have "
             f"(released models: {', '.join(RELEASES)}; pass weights= for others)"
         )
+    colour, alpha = _decode_colour(model, header, streams, backend, dev, dtype, with_alpha=True)
+    if "refine" in streams:
+        with _stage("refine"):
+            refined = refine.decode(streams["refine"], refine.channels(header.mode, colour), backend)
+            colour = refine.to_colour(refined)
+    with _stage("image", dev):
+        if output == "pil":
+            return images.assemble(header.mode, colour, alpha)
+        return _array_output(images.assemble_array(header.mode, colour, alpha), output)
+
+
+def _decode_colour(model: Model, header: aec_format.Header, streams: dict, backend, dev, dtype, with_alpha=False):
+    """A learned file's decoded colour (H, W, 3) uint8 (and alpha, when with_alpha), before any refinement."""
+    refined = "refine" in streams
+    if refined != (header.quality > LEARNED_MAX):
+        raise DecodeError(f"quality {header.quality:g} does not match the file's coding "
+                          f"({'with' if refined else 'without'} a refinement layer)")
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != bool(streams["alpha"]):
         raise DecodeError("alpha stream does not match the image mode")
-    with _stage("image"):  # before the expensive stages: a damaged alpha plane fails fast
-        alpha = images.decode_alpha(streams["alpha"], header.width, header.height) if has_alpha else None
+    alpha = None
+    if with_alpha and has_alpha:
+        with _stage("image"):  # before the expensive stages: a damaged alpha plane fails fast
+            alpha = images.decode_alpha(streams["alpha"], header.width, header.height)
     pad_h, pad_w = -(-header.height // STRIDE) * STRIDE, -(-header.width // STRIDE) * STRIDE
     z_shape = (model.net.N, pad_h // STRIDE, pad_w // STRIDE)
     with _stage("entropy"):
         y_hat = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
     net = model.net.to(dev)
     with _stage("network", dev), torch.inference_mode():
-        x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.quality], device=dev), dtype)
+        x_hat = net.synthesis(y_hat.to(dev), torch.tensor([min(header.quality, LEARNED_MAX)], device=dev), dtype)
     with _stage("image", dev):
         colour = images.from_network(x_hat, header.width, header.height)
-        if output == "pil":
-            return images.assemble(header.mode, colour, alpha)
-        return _array_output(images.assemble_array(header.mode, colour, alpha), output)
+    return (colour, alpha) if with_alpha else colour
 
 
 def _array_output(array: np.ndarray, output: str):

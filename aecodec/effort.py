@@ -50,7 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .errors import OptionError
 from .network import TILE, TILE_MARGIN, Y_STRIDE, lambda_for, run_in, synthesis_dtype, tiled
-from .quality import QUALITY_MAX, QUALITY_MIN
+from .quality import LEARNED_MAX, QUALITY_MIN
 
 EFFORT_MAX = 3
 # The rate search assumes effort saves less than this fraction of effort 0's bytes at a quality
@@ -265,7 +265,7 @@ def local_lambda(problem: _Problem, y: Tensor, quality: Tensor, point: tuple[flo
     if not (mse_low > mse_high and bpp_high > bpp_low):
         return None
     slope = (bpp_high - bpp_low) / ((mse_low - mse_high) * 255**2)
-    low, high = (float(lambda_for((quality.cpu() + step).clamp(QUALITY_MIN, QUALITY_MAX))[0]) for step in (-1, 1))
+    low, high = (float(lambda_for((quality.cpu() + step).clamp(QUALITY_MIN, LEARNED_MAX))[0]) for step in (-1, 1))
     return min(max(slope, low), high)
 
 

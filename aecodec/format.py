@@ -6,6 +6,8 @@ Version 1, learned coding:
 Version 2, lossless coding (a version-1 reader, aecodec 0.1.0, refuses it by its version):
     magic 4 | version 2 | mode 1 | coding 1 | width, height varint | payload length varint
     | file CRC32 u32 | payload (a WebP-lossless or PNG file of the image)
+Version 3, learned coding with a refinement layer (qualities above the model's range; older readers
+refuse it by its version): version 1's layout with a fifth stream, refine, after alpha.
 
 The file CRC covers every byte of the file except itself; the symbols CRC is of the decoded
 latent values, so a decoder that derives different CDFs from the encoder's reports it.
@@ -22,10 +24,12 @@ from .errors import DecodeError
 MAGIC = b"\x89AEC"
 VERSION = 1  # learned coding; written for every learned file, so 0.1.0 reads them
 LOSSLESS_VERSION = 2
-VERSIONS = (VERSION, LOSSLESS_VERSION)
+REFINED_VERSION = 3
+VERSIONS = (VERSION, LOSSLESS_VERSION, REFINED_VERSION)
 MODES = ("L", "LA", "RGB", "RGBA")
 LOSSLESS_MODES = MODES + ("I;16",)  # 16-bit grey exists only as a lossless file
 STREAMS = ("z", "y", "escapes", "alpha")
+REFINED_STREAMS = STREAMS + ("refine",)
 LOSSLESS_CODINGS = ("webp", "png")  # the payload's format, by code
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28  # 268 MP: refuse to allocate for headers that declare more
@@ -120,23 +124,25 @@ def pack(header: Header, streams: dict[str, bytes]) -> bytes:
         return pack_lossless(header, streams["image"])
     if header.mode not in MODES or len(header.model_id) != 8:
         raise ValueError("bad header")
+    version, names = (REFINED_VERSION, REFINED_STREAMS) if streams.get("refine") else (VERSION, STREAMS)
     head = (
         MAGIC
-        + bytes([VERSION, MODES.index(header.mode)])
+        + bytes([version, MODES.index(header.mode)])
         + header.model_id
         + struct.pack("<H", header.quality_milli)
         + varint(header.width)
         + varint(header.height)
-        + b"".join(varint(len(streams.get(name, b""))) for name in STREAMS)
+        + b"".join(varint(len(streams.get(name, b""))) for name in names)
         + struct.pack("<I", header.symbols_crc)
     )
-    return _with_crc(head, b"".join(streams.get(name, b"") for name in STREAMS))
+    return _with_crc(head, b"".join(streams.get(name, b"") for name in names))
 
 
 def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
     """Parse and verify a whole .aec file; any defect raises DecodeError before a byte is decoded.
 
-    A learned file's streams are z, y, escapes and alpha; a lossless file's one stream is "image"."""
+    A learned file's streams are z, y, escapes and alpha (and refine in version 3); a lossless file's one
+    stream is "image"."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("an .aec file is bytes")
     reader = ByteReader(data, "file")
@@ -146,11 +152,12 @@ def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
     if version not in VERSIONS:
         raise DecodeError(f"unsupported .aec format version {version} (this aecodec reads versions "
                           f"{', '.join(map(str, VERSIONS))})")
-    modes = MODES if version == VERSION else LOSSLESS_MODES
+    learned = version != LOSSLESS_VERSION
+    modes = MODES if learned else LOSSLESS_MODES
     mode = reader.take(1)[0]
     if mode >= len(modes):
         raise DecodeError(f"unknown image mode code {mode}")
-    if version == VERSION:
+    if learned:
         coding, model_id, quality = "learned", reader.take(8), reader.u16() / 1000
     else:
         code = reader.take(1)[0]
@@ -160,9 +167,9 @@ def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
     width, height = reader.varint(), reader.varint()
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
         raise DecodeError(f"implausible image size {width}x{height}")
-    names = STREAMS if version == VERSION else ("image",)
+    names = {VERSION: STREAMS, LOSSLESS_VERSION: ("image",), REFINED_VERSION: REFINED_STREAMS}[version]
     lengths = [reader.varint() for _ in names]
-    symbols_crc = reader.u32() if version == VERSION else 0
+    symbols_crc = reader.u32() if learned else 0
     crc_at = reader.pos
     stored_crc = reader.u32()
     if reader.pos + sum(lengths) != len(data):
@@ -186,7 +193,7 @@ def info(data: bytes) -> dict:
         "width": header.width,
         "height": header.height,
         "mode": header.mode,
-        "coding": "learned" if not header.lossless else f"lossless ({header.coding})",
+        "coding": f"lossless ({header.coding})" if header.lossless else "learned + refinement" if "refine" in streams else "learned",
         "quality": header.quality,
         "model_id": None if header.lossless else header.model_id.hex(),
         "model": release.name if release else None,  # None: lossless, or weights this aecodec does not ship

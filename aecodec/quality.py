@@ -15,7 +15,8 @@ from .errors import OptionError
 # a model trained on our compute.
 LAMBDAS = (0.0003, 0.0008, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.23)
 QUALITY_MIN = 1.0
-QUALITY_MAX = float(len(LAMBDAS))
+LEARNED_MAX = float(len(LAMBDAS))  # the model's top; above it, up to QUALITY_MAX, a refinement layer (refine.py)
+QUALITY_MAX = 15.0
 DEFAULT_QUALITY = 6.0
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .image import IMAGE_SUFFIXES
 from .model import AECModel
 from .network import default_precision, lambda_for
-from .quality import QUALITY_MAX, QUALITY_MIN
+from .quality import LEARNED_MAX, QUALITY_MIN
 
 
 def load_images(folder: Path, min_side: int) -> list[torch.Tensor]:
@@ -146,7 +146,7 @@ def mean_psnr(mse: torch.Tensor) -> float:
 
 
 def random_qualities(batch: int, gen: torch.Generator) -> torch.Tensor:
-    return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * torch.rand(batch, generator=gen)
+    return QUALITY_MIN + (LEARNED_MAX - QUALITY_MIN) * torch.rand(batch, generator=gen)
 
 
 def trainable(model: AECModel) -> AECModel:

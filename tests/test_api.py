@@ -167,6 +167,6 @@ def test_rate_control_refuses_what_it_cannot_meet(tiny_model, photo):
         aecodec.encode(photo, 3.0, target_bpp=0.5, weights=tiny_model)
     with pytest.raises(ValueError, match="positive"):
         aecodec.encode(photo, target_bpp=float("nan"), weights=tiny_model)
-    largest = aecodec.encode(photo, aecodec.QUALITY_MAX, weights=tiny_model)
+    largest = aecodec.encode(photo, aecodec.QUALITY_MAX, mode="learned", weights=tiny_model)
     assert aecodec.encode(photo, target_bytes=10**9, mode="learned", weights=tiny_model) == largest
     assert aecodec.info(aecodec.encode(photo, target_bytes=10**9, weights=tiny_model))["coding"] == "lossless (webp)"

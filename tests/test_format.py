@@ -43,7 +43,7 @@ def test_every_bit_flip_fails():
     "mutate,message",
     [
         (lambda d: b"GIF8" + d[4:], "magic"),
-        (lambda d: d[:4] + bytes([3]) + d[5:], "version"),
+        (lambda d: d[:4] + bytes([4]) + d[5:], "version"),
         (lambda d: d + b"\0", "trailing"),
         (lambda d: b"", "magic"),
     ],

@@ -10,7 +10,7 @@ from PIL import Image
 import aecodec
 from aecodec.model import AECModel
 from aecodec.network import lambda_for
-from aecodec.quality import LAMBDAS, QUALITY_MAX, QUALITY_MIN
+from aecodec.quality import LAMBDAS, LEARNED_MAX, QUALITY_MIN
 from aecodec.train import add_arguments, train, transform_dtype
 from aecodec.weights import SCALE_LEVELS
 from conftest import natural_like
@@ -90,14 +90,14 @@ def test_torchrun_two_processes_train_resume_and_export(tmp_path):
 
 
 def test_lambda_grows_with_quality():
-    q = torch.linspace(QUALITY_MIN, QUALITY_MAX, 50)
+    q = torch.linspace(QUALITY_MIN, LEARNED_MAX, 50)
     lam = lambda_for(q)
     assert torch.all(lam[1:] > lam[:-1])
     assert torch.isclose(lam[0], torch.tensor(LAMBDAS[0], dtype=lam.dtype))
     # integer qualities 3..9 are CompressAI's lambdas for its qualities 1..7; 10 is above its 8 (0.18)
-    compressai = lambda_for(torch.arange(3.0, QUALITY_MAX))
+    compressai = lambda_for(torch.arange(3.0, LEARNED_MAX))
     torch.testing.assert_close(compressai, torch.tensor([0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932], dtype=lam.dtype))
-    assert lambda_for(torch.tensor([QUALITY_MAX])).item() > 0.18
+    assert lambda_for(torch.tensor([LEARNED_MAX])).item() > 0.18
 
 
 def test_gains_interpolate_between_anchors():

@@ -26,12 +26,12 @@ def lanes_for(symbols: np.ndarray, indexes: np.ndarray, tables: "CdfTables") -> 
     bytes of it, and it needs no trial encoding."""
     if symbols.size == 0:
         return 1
-    bits = tables.cached("code_lengths", _code_lengths)
+    bits = tables.cached("code_lengths", code_lengths)
     payload_bytes = bits.ravel()[indexes.astype(np.int64) * bits.shape[1] + symbols].sum() / 8
     return int(min(default_lanes(symbols.size), max(1, payload_bytes // BYTES_PER_LANE)))
 
 
-def _code_lengths(tables: "CdfTables") -> np.ndarray:
+def code_lengths(tables: "CdfTables") -> np.ndarray:
     """(T, width - 1) bits of each table's symbols, 0 past a table's end: one gather per symbol, not two
     gathers and a log (that took 0.6 s for a 24 MP image's 12 M symbols)."""
     freqs = np.diff(tables.cdfs, axis=1)
@@ -89,7 +89,7 @@ class CdfTables:
         """Per table, the code length in bits of its most probable symbol: the least any symbol coded with
         it costs, so the least a stream of known size must hold (decoders check that before decoding)."""
         def build(tables):
-            bits = tables.cached("code_lengths", _code_lengths)
+            bits = tables.cached("code_lengths", code_lengths)
             return np.where(np.diff(tables.cdfs, axis=1) > 0, bits, np.inf).min(axis=1)
 
         return self.cached("min_bits", build)

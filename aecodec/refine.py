@@ -1,0 +1,211 @@
+"""The refinement layer: qualities above the model's range add the learned file's residual, transform-coded.
+
+The learned transforms stop improving near 36 dB on photos whatever the rate (README, Models), so a
+quality above LEARNED_MAX codes the image at LEARNED_MAX, then the difference between the image and that
+file's decoded pixels as a classic codec would: an orthonormal colour transform, 8x8 orthonormal DCTs,
+uniform quantization with one step, and rANS coding of the integers with a two-sided geometric
+(discrete Laplace) table per colour and frequency band, chosen by the encoder from a fixed family.
+
+The symbols, and so the bitstream, are exact on every backend; the pixels they add to are the learned
+decoder's, so like those they may differ by a fraction of a level with the synthesis precision.
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal, localcontext
+
+import numpy as np
+
+from . import coder
+from . import image as images
+from .coder.tables import MAX_QUANTIZED, PRECISION, CdfTables, code_lengths
+from .entropy import EscapeReader, zigzag
+from .errors import DecodeError
+from .format import ByteReader, varint
+from .quality import LEARNED_MAX, QUALITY_MAX
+
+BLOCK = 8
+BANDS = 2 * BLOCK - 1  # a coefficient's band is u + v: 0 (DC) to 14
+STEP_UNITS = 64  # the step is stored in 1/64 of a level
+# Steps for qualities above LEARNED_MAX: STEP_AT_11 at quality 11 (~36.5 dB on Kodak), halving with each
+# quality up to QUALITY_MAX (~50 dB).
+STEP_AT_11 = 40.0
+# The encoder rounds |coefficient| / step up from 0.75, not 0.5: a dead zone, which for these
+# Laplacian-like coefficients saves more bits than it costs in PSNR (Kodak: the same curve as 0.5 at
+# -2 % refinement bits).
+ROUNDING = 0.25
+# Table s is the discrete Laplace distribution with scale SCALE_MIN * SCALE_RATIO**s (in steps).
+SCALES = 36
+SCALE_MIN = Decimal("0.1")
+SCALE_RATIO = Decimal("1.25")
+RADIUS_MAX = 2047  # values beyond a table's radius (at most this) are escaped
+# Orthonormal, so the squared error of the coefficients is the image's: (1, 1, 1)/sqrt3, (1, 0, -1)/sqrt2,
+# (1, -2, 1)/sqrt6.
+COLOUR = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
+COLOUR /= np.linalg.norm(COLOUR, axis=1, keepdims=True)
+
+
+def step_for(quality: float) -> float:
+    """The quantization step for a quality above LEARNED_MAX."""
+    if not LEARNED_MAX < quality <= QUALITY_MAX:
+        raise ValueError(f"refinement needs a quality in ({LEARNED_MAX:g}, {QUALITY_MAX:g}]")
+    return STEP_AT_11 * 2.0 ** (11.0 - quality)
+
+
+def channels(mode: str, colour: np.ndarray) -> np.ndarray:
+    """What the refinement codes, (H, W, C): the colour, or for grey images (L, LA) their one channel."""
+    return images.assemble_array("L", colour, None)[..., None] if mode in ("L", "LA") else colour
+
+
+def to_colour(refined: np.ndarray) -> np.ndarray:
+    """Refined channels -> (H, W, 3) colour (grey replicated, which Pillow converts back to itself)."""
+    return np.repeat(refined, 3, axis=2) if refined.shape[2] == 1 else refined
+
+
+def _dct_matrix() -> np.ndarray:
+    k = np.arange(BLOCK)
+    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * BLOCK)) * np.sqrt(2 / BLOCK)
+    m[0] /= np.sqrt(2)
+    return m
+
+
+DCT = _dct_matrix()
+
+
+def _theta(s: int) -> int:
+    """exp(-1 / scale_s) in units of 2**-32; decimal's exp is correctly rounded, so every platform agrees."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        return int((Decimal(-1) / (SCALE_MIN * SCALE_RATIO**s)).exp() * (1 << 32))
+
+
+@functools.lru_cache(maxsize=1)
+def tables() -> CdfTables:
+    """The SCALES tables, built in integer arithmetic (so identical everywhere): symbol r + radius stands
+    for value r in [-radius, radius], the last symbol for an escape."""
+    width = 2 * RADIUS_MAX + 3
+    cdfs = np.zeros((SCALES, width), dtype=np.int64)
+    lengths, offsets = [], []
+    for s in range(SCALES):
+        theta, weights = _theta(s), [1 << 32]
+        while len(weights) <= RADIUS_MAX and weights[-1]:
+            weights.append(weights[-1] * theta >> 32)
+        total = weights[0] + 2 * sum(weights[1:])
+        # The radius: the last magnitude whose share of the total would still get a frequency of its own.
+        radius = max(1, max(r for r, w in enumerate(weights) if (w << PRECISION) >= total))
+        kept = [weights[abs(r)] for r in range(-radius, radius + 1)]
+        escape = max(total - sum(kept), 1)
+        freqs = [max(1, ((w << PRECISION) + total // 2) // total) for w in kept + [escape]]
+        freqs[radius] += (1 << PRECISION) - sum(freqs)  # rounding's few units over or under go to zero, the mode
+        cdfs[s, 1 : len(freqs) + 1] = np.cumsum(freqs)
+        lengths.append(len(freqs) + 1)
+        offsets.append(-radius)
+    return CdfTables(cdfs, lengths, offsets)
+
+
+def _classes(channels: int, blocks_high: int, blocks_wide: int) -> np.ndarray:
+    """Each coefficient's class, channel * BANDS + band, in coding order (channel, block row, block
+    column, u, v)."""
+    band = np.add.outer(np.arange(BLOCK), np.arange(BLOCK))
+    cls = np.arange(channels)[:, None, None, None, None] * BANDS + band
+    return np.broadcast_to(cls, (channels, blocks_high, blocks_wide, BLOCK, BLOCK)).ravel()
+
+
+def _to_coefficients(residual: np.ndarray) -> np.ndarray:
+    """(H, W, C) residual, H and W multiples of BLOCK -> (C, H/8, W/8, 8, 8) DCT coefficients."""
+    h, w, c = residual.shape
+    if c == 3:
+        residual = residual @ COLOUR.T
+    blocks = residual.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, c).transpose(4, 0, 2, 1, 3)
+    return DCT @ blocks @ DCT.T
+
+
+def _from_coefficients(coefficients: np.ndarray) -> np.ndarray:
+    c, bh, bw = coefficients.shape[:3]
+    blocks = DCT.T @ coefficients @ DCT
+    residual = blocks.transpose(1, 3, 2, 4, 0).reshape(bh * BLOCK, bw * BLOCK, c)
+    return residual @ COLOUR if c == 3 else residual
+
+
+def _escape_bits(values: np.ndarray) -> np.ndarray:
+    return 8.0 * np.maximum(1, np.ceil(np.log2(2 * np.abs(values) + 2) / 7))
+
+
+def _choose_scales(values: np.ndarray, classes: np.ndarray, n_classes: int, t: CdfTables) -> np.ndarray:
+    """Per class, the table that codes its values in the fewest bits (escapes included)."""
+    span = RADIUS_MAX + 1
+    clipped = np.clip(values, -span, span) + span
+    hist = np.bincount(classes * (2 * span + 1) + clipped, minlength=n_classes * (2 * span + 1))
+    hist = hist.reshape(n_classes, 2 * span + 1).astype(np.float64)
+    grid = np.arange(-span, span + 1)
+    lengths = t.cached("code_lengths", code_lengths)
+    costs = np.empty((SCALES, 2 * span + 1))
+    for s in range(SCALES):
+        radius = -int(t.offsets[s])
+        inside = np.abs(grid) <= radius
+        code = np.zeros(grid.shape)
+        code[inside] = lengths[s, grid[inside] + radius]
+        code[~inside] = lengths[s, t.escape_symbols[s]] + _escape_bits(grid[~inside])
+        costs[s] = code
+    return np.argmin(hist @ costs.T, axis=1).astype(np.uint8)
+
+
+def encode(original: np.ndarray, decoded: np.ndarray, step: float, backend: str | None = None) -> bytes:
+    """(H, W, C) uint8 image and its learned decoding (C = 1 or 3) -> the refinement stream:
+    varint step in 1/STEP_UNITS | one table index per class | varint escape bytes | escapes | rANS stream."""
+    step_units = max(1, round(step * STEP_UNITS))
+    step = step_units / STEP_UNITS
+    h, w, c = original.shape
+    residual = original.astype(np.float64) - decoded
+    # Edge-replicated to whole blocks: a block cut by the border codes no artificial edge.
+    residual = np.pad(residual, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
+    coefficients = _to_coefficients(residual)
+    values = np.sign(coefficients) * np.floor(np.abs(coefficients) / step + ROUNDING)
+    values = np.clip(values, -MAX_QUANTIZED, MAX_QUANTIZED).astype(np.int64).ravel()
+    classes = _classes(c, *coefficients.shape[1:3])
+    t = tables()
+    scales = _choose_scales(values, classes, c * BANDS, t)
+    indexes = scales[classes].astype(np.int32)
+    symbols = values - t.offsets[indexes]
+    escaped = (symbols < 0) | (symbols >= t.escape_symbols[indexes])
+    symbols = np.where(escaped, t.escape_symbols[indexes], symbols).astype(np.int32)
+    escapes = b"".join(varint(zigzag(int(v))) for v in values[escaped])
+    stream = coder.encode_stream(symbols, indexes, t, backend=backend)
+    return varint(step_units) + scales.tobytes() + varint(len(escapes)) + escapes + stream
+
+
+def decode(data: bytes, decoded: np.ndarray, backend: str | None = None) -> np.ndarray:
+    """The refinement stream and the learned decoding (H, W, C) uint8 -> the refined image, uint8."""
+    h, w, c = decoded.shape
+    reader = ByteReader(data, "refinement stream")
+    step_units = reader.varint()
+    if not 1 <= step_units <= 255 * 8 * STEP_UNITS:
+        raise DecodeError(f"refinement step {step_units}/{STEP_UNITS} is out of range")
+    scales = np.frombuffer(reader.take(c * BANDS), dtype=np.uint8)
+    if scales.max() >= SCALES:
+        raise DecodeError("refinement stream names a table that does not exist")
+    escapes = EscapeReader(reader.take(reader.varint()))
+    stream = reader.rest()
+    bh, bw = -(-h // BLOCK), -(-w // BLOCK)
+    indexes = scales[_classes(c, bh, bw)].astype(np.int32)
+    t = tables()
+    check_size(stream, indexes, t)
+    symbols = coder.decode_stream(stream, indexes, t, backend=backend)
+    values = symbols.astype(np.int64) + t.offsets[indexes]
+    outside = symbols == t.escape_symbols[indexes]
+    if outside.any():
+        values[outside] = escapes.take(int(outside.sum()))
+    escapes.finish()
+    coefficients = values.reshape(c, bh, bw, BLOCK, BLOCK) * (step_units / STEP_UNITS)
+    residual = _from_coefficients(coefficients)[:h, :w]
+    return np.clip(np.rint(decoded + residual), 0, 255).astype(np.uint8)
+
+
+def check_size(stream: bytes, indexes: np.ndarray, t: CdfTables) -> None:
+    """Refuse a stream too short for its symbols before decoding works for them (see
+    LatentCoder.check_stream_sizes): no symbol codes in fewer bits than its table's most probable one."""
+    least_bits = float(np.bincount(indexes, minlength=SCALES) @ t.min_bits())
+    if 8 * len(stream) < least_bits / 2:
+        raise DecodeError(f"refinement stream is too short for the image size in the header "
+                          f"({len(stream)} bytes, at least {least_bits / 16:.0f} needed)")
