@@ -139,25 +139,28 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
         return {**streams, "alpha": alpha}, symbols_crc
 
     @functools.cache
-    def refinement_base(effort: int) -> tuple[dict, int, np.ndarray]:
-        """The learned file at LEARNED_MAX that every higher quality refines, and its decoded channels
-        (in float32, so the residual does not depend on this machine's default precision)."""
-        streams, symbols_crc = learned_at(LEARNED_MAX, effort)
-        header = aec_format.Header(picture.mode, model.model_id, LEARNED_MAX, picture.width, picture.height, symbols_crc)
+    def refinement_base(quality: float, effort: int) -> tuple[dict, int, np.ndarray]:
+        """The learned file a refinement adds to, and its decoded channels (in float32, so the residual does
+        not depend on this machine's default precision)."""
+        streams, symbols_crc = learned_at(quality, effort)
+        header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
         colour = _decode_colour(model, header, streams, backend, dev, torch.float32)
         return streams, symbols_crc, refine.channels(picture.mode, colour)
 
     def encode_at(quality: float, effort: int = effort) -> bytes:
-        if quality > LEARNED_MAX:
-            streams, symbols_crc, decoded = refinement_base(effort)
+        plan = refine.plan(quality)
+        learned_quality = None
+        if plan:
+            learned_quality, step = plan
+            streams, symbols_crc, decoded = refinement_base(learned_quality, effort)
             with _stage("refine"):
-                refinement = refine.encode(refine.channels(picture.mode, picture.colour), decoded,
-                                           refine.step_for(quality), backend)
+                refinement = refine.encode(refine.channels(picture.mode, picture.colour), decoded, step, backend)
             streams = {**streams, "refine": refinement}
         else:
             streams, symbols_crc = learned_at(quality, effort)
         with _stage("container"):
-            header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
+            header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height,
+                                       symbols_crc, learned_quality=learned_quality)
             return aec_format.pack(header, streams)
 
     exact_possible = mode == "auto" and not picture.lost
@@ -203,7 +206,7 @@ def _prefer_lossless(picture: images.Picture, quality: float, decoded, learned_b
     colour = np.asarray(decoded.convert("RGB"), dtype=np.float64)
     mse = float(np.mean((colour - picture.colour) ** 2))
     extra_bpp = 8 * (exact_bytes - learned_bytes) / (picture.width * picture.height)
-    # Above the model's range each quality halves the refinement step, so the MSE a bit buys falls ~4x.
+    # Above the model's range each quality halves the refinement step: the MSE a bit buys falls ~4x.
     lam = float(lambda_for(torch.tensor([min(quality, LEARNED_MAX)]))) * 4.0 ** max(0.0, quality - LEARNED_MAX)
     return extra_bpp <= lam * mse
 
@@ -312,7 +315,7 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
             f"(released models: {', '.join(RELEASES)}; pass weights= for others)"
         )
     colour, alpha = _decode_colour(model, header, streams, backend, dev, dtype, with_alpha=True)
-    if "refine" in streams:
+    if header.refined:
         with _stage("refine"):
             refined = refine.decode(streams["refine"], refine.channels(header.mode, colour), backend)
             colour = refine.to_colour(refined)
@@ -324,10 +327,9 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
 
 def _decode_colour(model: Model, header: aec_format.Header, streams: dict, backend, dev, dtype, with_alpha=False):
     """A learned file's decoded colour (H, W, 3) uint8 (and alpha, when with_alpha), before any refinement."""
-    refined = "refine" in streams
-    if refined != (header.quality > LEARNED_MAX):
-        raise DecodeError(f"quality {header.quality:g} does not match the file's coding "
-                          f"({'with' if refined else 'without'} a refinement layer)")
+    if not QUALITY_MIN <= header.model_quality <= LEARNED_MAX:
+        raise DecodeError(f"the model's quality {header.model_quality:g} is outside its range "
+                          f"[{QUALITY_MIN:g}, {LEARNED_MAX:g}]")
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != bool(streams["alpha"]):
         raise DecodeError("alpha stream does not match the image mode")
@@ -341,7 +343,7 @@ def _decode_colour(model: Model, header: aec_format.Header, streams: dict, backe
         y_hat = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
     net = model.net.to(dev)
     with _stage("network", dev), torch.inference_mode():
-        x_hat = net.synthesis(y_hat.to(dev), torch.tensor([min(header.quality, LEARNED_MAX)], device=dev), dtype)
+        x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.model_quality], device=dev), dtype)
     with _stage("image", dev):
         colour = images.from_network(x_hat, header.width, header.height)
     return (colour, alpha) if with_alpha else colour

@@ -6,8 +6,9 @@ Version 1, learned coding:
 Version 2, lossless coding (a version-1 reader, aecodec 0.1.0, refuses it by its version):
     magic 4 | version 2 | mode 1 | coding 1 | width, height varint | payload length varint
     | file CRC32 u32 | payload (a WebP-lossless or PNG file of the image)
-Version 3, learned coding with a refinement layer (qualities above the model's range; older readers
-refuse it by its version): version 1's layout with a fifth stream, refine, after alpha.
+Version 3, learned coding plus a refinement layer (the top qualities; older readers refuse it by its version):
+    magic 4 | version 3 | mode 1 | model id 8 | learned quality u16 | quality u16 | width, height varint
+    | stream lengths varint x5 (z, y, escapes, alpha, refine) | symbols CRC32 u32 | file CRC32 u32 | streams
 
 The file CRC covers every byte of the file except itself; the symbols CRC is of the decoded
 latent values, so a decoder that derives different CDFs from the encoder's reports it.
@@ -92,14 +93,21 @@ class Header:
     height: int
     symbols_crc: int = 0
     coding: str = "learned"  # or one of LOSSLESS_CODINGS
+    # The learned layer's quality when a refinement layer (version 3) codes the rest of `quality`; else None.
+    learned_quality: float | None = None
 
     @property
     def lossless(self) -> bool:
         return self.coding != "learned"
 
     @property
-    def quality_milli(self) -> int:
-        return round(self.quality * 1000)
+    def refined(self) -> bool:
+        return self.learned_quality is not None
+
+    @property
+    def model_quality(self) -> float:
+        """The quality the model's synthesis runs at."""
+        return self.learned_quality if self.refined else self.quality
 
 
 def _with_crc(head: bytes, body: bytes) -> bytes:
@@ -124,12 +132,13 @@ def pack(header: Header, streams: dict[str, bytes]) -> bytes:
         return pack_lossless(header, streams["image"])
     if header.mode not in MODES or len(header.model_id) != 8:
         raise ValueError("bad header")
-    version, names = (REFINED_VERSION, REFINED_STREAMS) if streams.get("refine") else (VERSION, STREAMS)
+    qualities = [header.learned_quality, header.quality] if header.refined else [header.quality]
+    version, names = (REFINED_VERSION, REFINED_STREAMS) if header.refined else (VERSION, STREAMS)
     head = (
         MAGIC
         + bytes([version, MODES.index(header.mode)])
         + header.model_id
-        + struct.pack("<H", header.quality_milli)
+        + b"".join(struct.pack("<H", round(q * 1000)) for q in qualities)
         + varint(header.width)
         + varint(header.height)
         + b"".join(varint(len(streams.get(name, b""))) for name in names)
@@ -157,8 +166,11 @@ def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
     mode = reader.take(1)[0]
     if mode >= len(modes):
         raise DecodeError(f"unknown image mode code {mode}")
+    learned_quality = None
     if learned:
         coding, model_id, quality = "learned", reader.take(8), reader.u16() / 1000
+        if version == REFINED_VERSION:
+            learned_quality, quality = quality, reader.u16() / 1000
     else:
         code = reader.take(1)[0]
         if code >= len(LOSSLESS_CODINGS):
@@ -178,7 +190,7 @@ def unpack(data: bytes) -> tuple[Header, dict[str, bytes]]:
     if zlib.crc32(bytes(data[crc_at + 4 :]), zlib.crc32(bytes(data[:crc_at]))) != stored_crc:
         raise DecodeError("file CRC mismatch: the file is corrupted")
     streams = {name: reader.take(n) for name, n in zip(names, lengths)}
-    header = Header(modes[mode], model_id, quality, width, height, symbols_crc, coding)
+    header = Header(modes[mode], model_id, quality, width, height, symbols_crc, coding, learned_quality)
     return header, streams
 
 
@@ -193,7 +205,7 @@ def info(data: bytes) -> dict:
         "width": header.width,
         "height": header.height,
         "mode": header.mode,
-        "coding": f"lossless ({header.coding})" if header.lossless else "learned + refinement" if "refine" in streams else "learned",
+        "coding": f"lossless ({header.coding})" if header.lossless else "learned + refinement" if header.refined else "learned",
         "quality": header.quality,
         "model_id": None if header.lossless else header.model_id.hex(),
         "model": release.name if release else None,  # None: lossless, or weights this aecodec does not ship

@@ -15,8 +15,11 @@ from .errors import OptionError
 # a model trained on our compute.
 LAMBDAS = (0.0003, 0.0008, 0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.23)
 QUALITY_MIN = 1.0
-LEARNED_MAX = float(len(LAMBDAS))  # the model's top; above it, up to QUALITY_MAX, a refinement layer (refine.py)
-QUALITY_MAX = 15.0
+LEARNED_MAX = float(len(LAMBDAS))  # the top of the model's own range
+# Above REFINED_FROM, up to QUALITY_MAX, the image is coded at REFINED_FROM plus a refinement layer
+# (refine.py): on photos that takes fewer bits than the model's own top qualities (README, Models).
+REFINED_FROM = 7.0
+QUALITY_MAX = 12.0
 DEFAULT_QUALITY = 6.0
 
 

@@ -1,9 +1,10 @@
-"""The refinement layer: qualities above the model's range add the learned file's residual, transform-coded.
+"""The refinement layer: the top qualities add the learned file's residual, transform-coded.
 
-The learned transforms stop improving near 36 dB on photos whatever the rate (README, Models), so a
-quality above LEARNED_MAX codes the image at LEARNED_MAX, then the difference between the image and that
-file's decoded pixels as a classic codec would: an orthonormal colour transform, 8x8 orthonormal DCTs,
-uniform quantization with one step, and rANS coding of the integers with a two-sided geometric
+The learned transforms flatten out near 35.5 dB on Kodak whatever the rate (README, Models), and from
+about quality 7 up each further dB costs the model more bits than a classic coder spends on what it misses.
+So a quality above REFINED_FROM codes the image at REFINED_FROM, then the difference between the image and
+that file's decoded pixels as a classic codec would: an orthonormal colour transform, 8x8 orthonormal DCTs,
+uniform quantization (a step per colour component), and rANS coding of the integers with a two-sided geometric
 (discrete Laplace) table per colour and frequency band, chosen by the encoder from a fixed family.
 
 The symbols, and so the bitstream, are exact on every backend; the pixels they add to are the learned
@@ -23,14 +24,16 @@ from .coder.tables import MAX_QUANTIZED, PRECISION, CdfTables, code_lengths
 from .entropy import EscapeReader, zigzag
 from .errors import DecodeError
 from .format import ByteReader, varint
-from .quality import LEARNED_MAX, QUALITY_MAX
+from .quality import REFINED_FROM
 
 BLOCK = 8
 BANDS = 2 * BLOCK - 1  # a coefficient's band is u + v: 0 (DC) to 14
-STEP_UNITS = 64  # the step is stored in 1/64 of a level
-# Steps for qualities above LEARNED_MAX: STEP_AT_11 at quality 11 (~36.5 dB on Kodak), halving with each
-# quality up to QUALITY_MAX (~50 dB).
-STEP_AT_11 = 40.0
+STEP_UNITS = 64  # steps are stored in 1/64 of a level
+MAX_STEP_UNITS = 255 * 8 * STEP_UNITS  # a step of 2040 levels zeroes any 8x8 block
+# The step just above REFINED_FROM, halving with each quality up to QUALITY_MAX's 2.5 (~50 dB). Chosen on
+# 20 training photos: their learned files at quality 7 refined beat those at 6, 8, 9 or 10 refined to the
+# same PSNR, and quality 8's step (40) gives more PSNR than the model's own quality 8 in fewer bits.
+FIRST_STEP = 80.0
 # The encoder rounds |coefficient| / step up from 0.75, not 0.5: a dead zone, which for these
 # Laplacian-like coefficients saves more bits than it costs in PSNR (Kodak: the same curve as 0.5 at
 # -2 % refinement bits).
@@ -46,11 +49,11 @@ COLOUR = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
 COLOUR /= np.linalg.norm(COLOUR, axis=1, keepdims=True)
 
 
-def step_for(quality: float) -> float:
-    """The quantization step for a quality above LEARNED_MAX."""
-    if not LEARNED_MAX < quality <= QUALITY_MAX:
-        raise ValueError(f"refinement needs a quality in ({LEARNED_MAX:g}, {QUALITY_MAX:g}]")
-    return STEP_AT_11 * 2.0 ** (11.0 - quality)
+def plan(quality: float) -> tuple[float, float] | None:
+    """(the learned layer's quality, the refinement step) for a quality above REFINED_FROM; None below."""
+    if quality <= REFINED_FROM:
+        return None
+    return REFINED_FROM, FIRST_STEP * 2.0 ** (REFINED_FROM - quality)
 
 
 def channels(mode: str, colour: np.ndarray) -> np.ndarray:
@@ -152,9 +155,10 @@ def _choose_scales(values: np.ndarray, classes: np.ndarray, n_classes: int, t: C
 
 
 def encode(original: np.ndarray, decoded: np.ndarray, step: float, backend: str | None = None) -> bytes:
-    """(H, W, C) uint8 image and its learned decoding (C = 1 or 3) -> the refinement stream:
-    varint step in 1/STEP_UNITS | one table index per class | varint escape bytes | escapes | rANS stream."""
-    step_units = max(1, round(step * STEP_UNITS))
+    """(H, W, C) uint8 image and its learned decoding (C = 1 or 3) -> the refinement stream: per component
+    a varint step in 1/STEP_UNITS | one table index per class | varint escape bytes | escapes | rANS stream.
+    Every component gets `step`: equal steps minimise the RGB squared error the bits buy."""
+    step_units = min(MAX_STEP_UNITS, max(1, round(step * STEP_UNITS)))
     step = step_units / STEP_UNITS
     h, w, c = original.shape
     residual = original.astype(np.float64) - decoded
@@ -172,16 +176,16 @@ def encode(original: np.ndarray, decoded: np.ndarray, step: float, backend: str 
     symbols = np.where(escaped, t.escape_symbols[indexes], symbols).astype(np.int32)
     escapes = b"".join(varint(zigzag(int(v))) for v in values[escaped])
     stream = coder.encode_stream(symbols, indexes, t, backend=backend)
-    return varint(step_units) + scales.tobytes() + varint(len(escapes)) + escapes + stream
+    return varint(step_units) * c + scales.tobytes() + varint(len(escapes)) + escapes + stream
 
 
 def decode(data: bytes, decoded: np.ndarray, backend: str | None = None) -> np.ndarray:
     """The refinement stream and the learned decoding (H, W, C) uint8 -> the refined image, uint8."""
     h, w, c = decoded.shape
     reader = ByteReader(data, "refinement stream")
-    step_units = reader.varint()
-    if not 1 <= step_units <= 255 * 8 * STEP_UNITS:
-        raise DecodeError(f"refinement step {step_units}/{STEP_UNITS} is out of range")
+    steps = np.array([reader.varint() for _ in range(c)], dtype=np.float64)
+    if not np.all((steps >= 1) & (steps <= MAX_STEP_UNITS)):
+        raise DecodeError(f"a refinement step ({', '.join(f'{s:g}' for s in steps)} / {STEP_UNITS}) is out of range")
     scales = np.frombuffer(reader.take(c * BANDS), dtype=np.uint8)
     if scales.max() >= SCALES:
         raise DecodeError("refinement stream names a table that does not exist")
@@ -197,7 +201,7 @@ def decode(data: bytes, decoded: np.ndarray, backend: str | None = None) -> np.n
     if outside.any():
         values[outside] = escapes.take(int(outside.sum()))
     escapes.finish()
-    coefficients = values.reshape(c, bh, bw, BLOCK, BLOCK) * (step_units / STEP_UNITS)
+    coefficients = values.reshape(c, bh, bw, BLOCK, BLOCK) * (steps / STEP_UNITS)[:, None, None, None, None]
     residual = _from_coefficients(coefficients)[:h, :w]
     return np.clip(np.rint(decoded + residual), 0, 255).astype(np.uint8)
 

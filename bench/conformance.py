@@ -2,8 +2,10 @@
 
 --model: run once, when a model is released (docs/FORMAT.md, "Conformance files"): it writes
 tests/data/conformance/NAME/ with a handful of small .aec files (RGB, RGBA, L, LA, an odd size, the
-lowest and highest quality), the pixels each decodes to (PNG) and manifest.json. The test suite then
-checks that every later aecodec decodes them to those pixels (within 1 level: the synthesis is float).
+lowest and highest quality, refined qualities), the pixels each decodes to (PNG) and manifest.json. The test
+suite then checks that every later aecodec decodes them to those pixels (within 1 level: the synthesis is float).
+--model NAME --append: add the cases its folder lacks (a new coding, such as the refinement layer of 0.14.0),
+leaving the files it has as they are.
 --lossless: the lossless coding's files, tests/data/conformance/lossless/NAME.aec and the pixels each
 must decode to exactly (NAME.npy), one per mode; written by aecodec 0.2.0.
 Never regenerate files a release already shipped: they are what its users have.
@@ -35,6 +37,10 @@ CASES = [
     ("l", "L", 50, 70, 4.0),
     ("la", "LA", 40, 40, 3.25),
     ("rgb_several_lanes", "RGB", 384, 256, 9.0),  # a y stream of more than one rANS lane
+    # Above the model's range (format version 3, aecodec 0.14.0): a refinement layer
+    ("rgb_refined", "RGB", 45, 35, 12.5),
+    ("la_refined", "LA", 40, 24, 11.0),
+    ("rgb_refined_finest", "RGB", 64, 48, 15.0),
 ]
 
 
@@ -84,9 +90,10 @@ def main(argv=None) -> None:
     which.add_argument("--model", help="a released model's name")
     which.add_argument("--lossless", action="store_true", help="the lossless coding's files")
     parser.add_argument("--force", action="store_true", help="replace existing files (only before the release)")
+    parser.add_argument("--append", action="store_true", help="with --model: write only the cases its folder lacks")
     args = parser.parse_args(argv)
     out = ROOT / (LOSSLESS if args.lossless else args.model)
-    if out.exists() and not args.force:
+    if out.exists() and not (args.force or args.append and args.model):
         raise SystemExit(f"{out} exists: conformance files a release shipped are never regenerated")
     out.mkdir(parents=True, exist_ok=True)
     if args.lossless:
@@ -94,8 +101,15 @@ def main(argv=None) -> None:
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(aecodec.__file__).parent).stdout.strip()
-    manifest = {"model": args.model, "written_by": f"aecodec {aecodec.__version__} ({commit})", "files": []}
+    written_by = f"aecodec {aecodec.__version__} ({commit})"
+    manifest = {"model": args.model, "written_by": written_by, "files": []}
+    if args.append and (out / "manifest.json").exists():
+        manifest = json.loads((out / "manifest.json").read_text())
+    have = {entry["file"] for entry in manifest["files"]}
+    added = 0
     for seed, (name, mode, width, height, quality) in enumerate(CASES):
+        if f"{name}.aec" in have:
+            continue
         rgba = test_pattern(height, width, seed)
         source = Image.fromarray(rgba, "RGBA").convert(mode) if mode != "RGBA" else Image.fromarray(rgba, "RGBA")
         data = aecodec.encode(source, quality=quality, weights=args.model)
@@ -107,9 +121,11 @@ def main(argv=None) -> None:
             "file": f"{name}.aec", "expected": f"{name}.png", "mode": mode, "width": width, "height": height,
             "quality": quality, "model_id": header.model_id.hex(), "symbols_crc": header.symbols_crc,
             "sha256": hashlib.sha256(data).hexdigest(),
+            **({"written_by": written_by} if manifest["written_by"] != written_by else {}),
         })
+        added += 1
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {len(CASES)} files to {out}")
+    print(f"wrote {added} files to {out}")
 
 
 if __name__ == "__main__":

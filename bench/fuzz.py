@@ -31,7 +31,7 @@ SEED_SIZES = [(16, 16), (40, 24), (64, 64)]  # small: each execution must take m
 MODES = ["L", "LA", "RGB", "RGBA"]
 # Modules instrumented for coverage; aecodec must be imported first inside the instrumenting block.
 AECODEC_MODULES = ["aecodec", "aecodec.api", "aecodec.format", "aecodec.entropy", "aecodec.image", "aecodec.coder",
-                   "aecodec.coder.python", "aecodec.coder.native", "aecodec.coder.tables", "aecodec.weights"]
+                   "aecodec.coder.python", "aecodec.coder.native", "aecodec.coder.tables", "aecodec.refine", "aecodec.weights"]
 
 
 def save_tiny_model(path: Path) -> None:
@@ -55,15 +55,15 @@ class Finding(Exception):
 
 def _file_crc_offset(data: bytes) -> int | None:
     """Where the file CRC sits, if the header can be walked that far (sizes unchecked)."""
-    from aecodec.format import ByteReader
-
-    from aecodec.format import LOSSLESS_VERSION
+    from aecodec.format import LOSSLESS_VERSION, REFINED_VERSION, ByteReader
 
     reader = ByteReader(data, "file")
     try:
-        lossless = reader.take(5)[4] == LOSSLESS_VERSION  # magic, version
-        reader.take(2 if lossless else 11)  # mode and coding, or mode, model id and quality
-        for _ in range(3 if lossless else 6):  # width, height, stream lengths
+        version = reader.take(5)[4]  # magic, version
+        lossless = version == LOSSLESS_VERSION
+        refined = version == REFINED_VERSION
+        reader.take(2 if lossless else 13 if refined else 11)  # mode and coding, or mode, model id and qualities
+        for _ in range(3 if lossless else 7 if refined else 6):  # width, height, stream lengths
             reader.varint()
         if not lossless:
             reader.take(4)  # symbols CRC
@@ -91,13 +91,13 @@ class Target:
         import aecodec
         from aecodec import entropy
         from aecodec.coder import BACKENDS
-        from aecodec.format import VERSION
+        from aecodec.format import REFINED_VERSION, VERSION
         from aecodec.weights import RELEASES
 
         self.decode = aecodec.decode
         self.tiny = tiny
         self.released_ids = {release.model_id for release in RELEASES.values()}
-        self.learned_version = VERSION  # only learned files name a model
+        self.learned_versions = (VERSION, REFINED_VERSION)  # only learned files name a model
         self.backends = sorted(BACKENDS)
         # The symbols CRC the decoder computed last: what an attacker would write into the header.
         self.last_symbols_crc = None
@@ -110,7 +110,7 @@ class Target:
         self.recording = mock.patch.object(entropy, "symbols_crc", recording)
 
     def __call__(self, data: bytes) -> None:
-        if len(data) >= 14 and data[4] == self.learned_version and data[6:14] not in self.released_ids:
+        if len(data) >= 14 and data[4] in self.learned_versions and data[6:14] not in self.released_ids:
             data = data[:6] + self.tiny.model_id + data[14:]
         weights = None if data[6:14] in self.released_ids else self.tiny
         data = with_checksums(data)
@@ -175,7 +175,13 @@ def make_seeds(out: Path, tiny) -> list[Path]:
         written.append(path)
     path = out / "lossless-I16-16x24.aec"
     path.write_bytes(aecodec.encode(rng.integers(0, 65536, size=(24, 16), dtype=np.uint16), mode="lossless"))
-    return written + [path]
+    written.append(path)
+    for mode in MODES:  # refined files (format version 3), tiny model: its refinement layer is the same code
+        image = np.clip(rng.normal(128, 40, size=(20, 28, len(mode))), 0, 255).astype(np.uint8)
+        path = out / f"tiny-{mode}-28x20-q10.aec"
+        path.write_bytes(aecodec.encode(image if len(mode) > 1 else image[..., 0], 10.0, mode="learned", weights=tiny))
+        written.append(path)
+    return written
 
 
 def _files(paths) -> list[Path]:

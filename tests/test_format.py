@@ -17,6 +17,15 @@ def test_round_trip():
     assert streams == STREAMS
 
 
+def test_refined_round_trip_is_version_3():
+    header = aec.Header("L", bytes(range(8)), 9.5, 40, 30, symbols_crc=7, learned_quality=7.0)
+    streams = {**STREAMS, "alpha": b"", "refine": b"R" * 9}
+    data = aec.pack(header, streams)
+    assert data[4] == aec.REFINED_VERSION
+    assert aec.unpack(data) == (header, streams)
+    assert aec.info(data)["coding"] == "learned + refinement"
+
+
 def test_header_is_small():
     overhead = len(aec.pack(HEADER, STREAMS)) - sum(map(len, STREAMS.values()))
     assert overhead <= 40

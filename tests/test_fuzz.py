@@ -106,12 +106,15 @@ def test_corpus_and_regressions_decode_without_finding():
     assert bench_fuzz.replay([FUZZ_DATA / "corpus", FUZZ_DATA / "regressions"]) >= 25
 
 
-def test_corpus_covers_every_mode_of_every_released_model():
+def test_corpus_covers_every_mode_of_every_released_model_and_format_version():
     from aecodec.weights import RELEASES
 
-    files = [aec.unpack(path.read_bytes())[0] for path in (FUZZ_DATA / "corpus").iterdir()]
+    datas = [path.read_bytes() for path in (FUZZ_DATA / "corpus").iterdir()]
+    files = [aec.unpack(data)[0] for data in datas]
     for release in RELEASES.values():
         assert {h.mode for h in files if h.model_id == release.model_id} == set(aec.MODES)
+    for version in aec.VERSIONS:
+        assert {h.mode for data, h in zip(datas, files) if data[4] == version} >= set(aec.MODES)
     assert sum(path.stat().st_size for path in (FUZZ_DATA / "corpus").iterdir()) < 100_000
 
 

@@ -1,4 +1,4 @@
-"""The refinement layer (qualities above the model's range): its tables, its round trip through the API on
+"""The refinement layer (the qualities above REFINED_FROM): its tables, its round trip through the API on
 every backend and mode, and damage to it."""
 
 import numpy as np
@@ -10,7 +10,7 @@ from aecodec import refine
 from aecodec.coder import BACKENDS
 from aecodec.coder.tables import PRECISION
 from aecodec.errors import DecodeError, OptionError
-from aecodec.quality import LEARNED_MAX, QUALITY_MAX
+from aecodec.quality import QUALITY_MAX, REFINED_FROM
 from tests.conftest import natural_like
 
 
@@ -32,11 +32,9 @@ def test_tables_are_laplace_cdfs_narrow_to_wide():
 
 
 def test_step_halves_with_each_quality():
-    assert refine.step_for(11) == refine.STEP_AT_11
-    assert refine.step_for(12.5) == pytest.approx(refine.STEP_AT_11 / 2**1.5)
-    for bad in (LEARNED_MAX, QUALITY_MAX + 0.5):
-        with pytest.raises(ValueError):
-            refine.step_for(bad)
+    assert refine.plan(REFINED_FROM) is None and refine.plan(REFINED_FROM - 1) is None
+    assert refine.plan(REFINED_FROM + 1) == (REFINED_FROM, refine.FIRST_STEP / 2)
+    assert refine.plan(REFINED_FROM + 2.5) == (REFINED_FROM, pytest.approx(refine.FIRST_STEP / 2**2.5))
 
 
 def test_dct_and_colour_transform_are_orthonormal():
@@ -48,12 +46,16 @@ def test_dct_and_colour_transform_are_orthonormal():
     np.testing.assert_allclose(refine._from_coefficients(coefficients), residual, atol=1e-9)
 
 
-@pytest.mark.parametrize("quality", [10.5, 12.0, QUALITY_MAX])
-def test_refined_qualities_beat_the_models_top(tiny_model, quality):
+@pytest.mark.parametrize("quality", [REFINED_FROM + 0.5, 9.0, QUALITY_MAX])
+def test_refined_qualities_beat_their_learned_layer(tiny_model, quality):
     image = natural_like(40, 52, seed=1)
-    top = aecodec.encode(image, LEARNED_MAX, mode="learned", weights=tiny_model)
+    top = aecodec.encode(image, REFINED_FROM, mode="learned", weights=tiny_model)
     data = aecodec.encode(image, quality, mode="learned", weights=tiny_model)
     assert data[4] == aec_format.REFINED_VERSION and top[4] == aec_format.VERSION
+    header, streams = aec_format.unpack(data)
+    assert (header.quality, header.learned_quality) == (quality, REFINED_FROM)
+    _, learned_streams = aec_format.unpack(top)
+    assert all(streams[name] == learned_streams[name] for name in learned_streams)  # the same learned layer
     assert aecodec.info(data)["coding"] == "learned + refinement" and aecodec.info(data)["quality"] == quality
     decoded = aecodec.decode(data, weights=tiny_model, precision="float32")
     base = aecodec.decode(top, weights=tiny_model, precision="float32")
@@ -66,7 +68,7 @@ def test_refinement_follows_the_step(tiny_model):
     within a step."""
     image = natural_like(48, 64, seed=2)
     points = []
-    for quality in (11, 12, 13, 14):
+    for quality in (8, 9, 10, 11):
         data = aecodec.encode(image, quality, mode="learned", weights=tiny_model)
         decoded = np.asarray(aecodec.decode(data, weights=tiny_model, precision="float32"), np.float64)
         points.append((len(data), psnr(decoded, image)))
@@ -82,14 +84,14 @@ def test_refinement_follows_the_step(tiny_model):
 def test_backends_agree_on_every_mode(tiny_model, mode, channels):
     rgba = np.dstack([natural_like(21, 35, seed=3), np.linspace(0, 255, 21 * 35).reshape(21, 35).astype(np.uint8)])
     pixels = {"RGB": rgba[..., :3], "RGBA": rgba, "L": rgba[..., 1], "LA": rgba[..., 1::2]}[mode]
-    files = {backend: aecodec.encode(pixels, 12.25, mode="learned", weights=tiny_model, backend=backend)
+    files = {backend: aecodec.encode(pixels, 10.25, mode="learned", weights=tiny_model, backend=backend)
              for backend in BACKENDS}
     assert len(set(files.values())) == 1
     data = next(iter(files.values()))
     decoded = [np.asarray(aecodec.decode(data, weights=tiny_model, backend=b, precision="float32")) for b in BACKENDS]
     assert all(np.array_equal(decoded[0], d) for d in decoded)
     assert decoded[0].shape == pixels.shape
-    base = np.asarray(aecodec.decode(aecodec.encode(pixels, LEARNED_MAX, mode="learned", weights=tiny_model),
+    base = np.asarray(aecodec.decode(aecodec.encode(pixels, REFINED_FROM, mode="learned", weights=tiny_model),
                                      weights=tiny_model, precision="float32"))
     colour = slice(0, 1 if channels < 3 else 3)
     if channels > 1 and channels != 3:
@@ -106,7 +108,7 @@ def test_escapes_round_trip(tiny_model):
     data = aecodec.encode(image, QUALITY_MAX, mode="learned", weights=tiny_model)
     _, streams = aec_format.unpack(data)
     reader = aec_format.ByteReader(streams["refine"], "test")
-    reader.varint(), reader.take(3 * refine.BANDS)
+    [reader.varint() for _ in range(3)], reader.take(3 * refine.BANDS)
     assert reader.varint() > 0  # escapes were needed
     decoded = np.asarray(aecodec.decode(data, weights=tiny_model, precision="float32"), np.float64)
     assert np.abs(decoded - image).max() <= 4
@@ -114,20 +116,20 @@ def test_escapes_round_trip(tiny_model):
 
 def test_rate_target_reaches_into_the_refinement(tiny_model):
     image = natural_like(32, 48, seed=4)
-    top = aecodec.encode(image, LEARNED_MAX, mode="learned", weights=tiny_model)
+    top = aecodec.encode(image, REFINED_FROM, mode="learned", weights=tiny_model)
     budget = 2 * len(top)
     data = aecodec.encode(image, target_bytes=budget, mode="learned", weights=tiny_model)
     assert len(top) < len(data) <= budget
-    assert aecodec.info(data)["quality"] > LEARNED_MAX
+    assert aecodec.info(data)["quality"] > REFINED_FROM
 
 
 def test_quality_range(tiny_model):
-    with pytest.raises(OptionError, match="15"):
+    with pytest.raises(OptionError, match="12"):
         aecodec.encode(natural_like(8, 8), QUALITY_MAX + 0.1, weights=tiny_model)
 
 
 def _refined_file(tiny_model) -> bytes:
-    return aecodec.encode(natural_like(24, 40, seed=5), 12.0, mode="learned", weights=tiny_model)
+    return aecodec.encode(natural_like(24, 40, seed=5), 9.0, mode="learned", weights=tiny_model)
 
 
 def _with_refine(data: bytes, refinement: bytes) -> bytes:
@@ -135,8 +137,8 @@ def _with_refine(data: bytes, refinement: bytes) -> bytes:
     return aec_format.pack(header, {**streams, "refine": refinement})
 
 
-@pytest.mark.parametrize("damage, message", [  # at: where the step's varint ends, the tables begin
-    (lambda r, at: b"\x00" + r[at:], "step"),
+@pytest.mark.parametrize("damage, message", [  # at: where the steps end, the tables begin
+    (lambda r, at: b"\x00" + r[1:], "step"),
     (lambda r, at: r[:at] + bytes([refine.SCALES]) + r[at + 1 :], "table"),
     (lambda r, at: r[: at + 3 * refine.BANDS], "truncated"),
     (lambda r, at: r[:-6], "rANS stream"),
@@ -146,15 +148,34 @@ def test_damaged_refinement_is_a_decode_error(tiny_model, damage, message):
     data = _refined_file(tiny_model)
     _, streams = aec_format.unpack(data)
     reader = aec_format.ByteReader(streams["refine"], "test")
-    reader.varint()
+    [reader.varint() for _ in range(3)]
     with pytest.raises(DecodeError, match=message):
         aecodec.decode(_with_refine(data, damage(streams["refine"], reader.pos)), weights=tiny_model)
 
 
-def test_quality_must_match_the_coding(tiny_model):
+def test_learned_quality_outside_the_models_range_is_a_decode_error(tiny_model):
     data = _refined_file(tiny_model)
     header, streams = aec_format.unpack(data)
-    for quality, kept in ((LEARNED_MAX, streams), (12.0, {k: v for k, v in streams.items() if k != "refine"})):
-        header.quality = quality
-        with pytest.raises(DecodeError, match="does not match the file's coding"):
-            aecodec.decode(aec_format.pack(header, kept), weights=tiny_model)
+    header.learned_quality = 10.5
+    with pytest.raises(DecodeError, match="outside its range"):
+        aecodec.decode(aec_format.pack(header, streams), weights=tiny_model)
+
+
+def test_each_component_has_its_own_step(tiny_model):
+    """The encoder gives every component one step; a decoder must apply each component's own."""
+    mid_grey = (natural_like(24, 40, seed=5) // 2 + 64).astype(np.uint8)  # little for the refinement to clip
+    data = aecodec.encode(mid_grey, 9.0, mode="learned", weights=tiny_model)
+    _, streams = aec_format.unpack(data)
+    reader = aec_format.ByteReader(streams["refine"], "test")
+    steps = [reader.varint() for _ in range(3)]
+    assert len(set(steps)) == 1
+    rest = streams["refine"][reader.pos :]
+    decode = lambda s: np.asarray(aecodec.decode(_with_refine(data, b"".join(map(aec_format.varint, s)) + rest),
+                                                 weights=tiny_model, precision="float32"), np.float64)
+    same, coarser_chroma = decode(steps), decode([steps[0], 2 * steps[1], 2 * steps[2]])
+    # The first component is R + G + B: only the chroma changed, so where no pixel clips at 0 or 255 the
+    # channels' mean stays within rounding.
+    unclipped = np.all((same > 0) & (same < 255) & (coarser_chroma > 0) & (coarser_chroma < 255), axis=2)
+    assert unclipped.mean() > 0.5
+    grey_axis = same.mean(axis=2) - coarser_chroma.mean(axis=2)
+    assert np.abs(grey_axis[unclipped]).max() <= 1 and np.abs(same - coarser_chroma).max() > 2
