@@ -12,7 +12,7 @@ from .errors import AecError, DecodeError, ImageError, OptionError, WeightsError
 from .format import info
 from .quality import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
-__version__ = "0.13.0"
+__version__ = "0.14.0"
 
 # These pull in torch (seconds): imported on first use, so `import aecodec`, the
 # Pillow plugin's registration and `aecodec info`/`--help` stay fast.

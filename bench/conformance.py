@@ -37,10 +37,10 @@ CASES = [
     ("l", "L", 50, 70, 4.0),
     ("la", "LA", 40, 40, 3.25),
     ("rgb_several_lanes", "RGB", 384, 256, 9.0),  # a y stream of more than one rANS lane
-    # Above the model's range (format version 3, aecodec 0.14.0): a refinement layer
-    ("rgb_refined", "RGB", 45, 35, 12.5),
-    ("la_refined", "LA", 40, 24, 11.0),
-    ("rgb_refined_finest", "RGB", 64, 48, 15.0),
+    # Refined (format version 3, from aecodec 0.14.0): the learned file at quality 7 plus a refinement layer
+    ("rgb_refined", "RGB", 45, 35, 9.5),
+    ("la_refined", "LA", 40, 24, 8.0),
+    ("rgb_refined_finest", "RGB", 64, 48, 12.0),
 ]
 
 

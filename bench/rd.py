@@ -91,7 +91,7 @@ def codec_table() -> dict:
     pil = f"Pillow {PIL.__version__}"
     q = list(range(5, 100, 10))
     table = {
-        "aecodec": ("aecodec", [1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 9, 10], None, _aecodec_codec),
+        "aecodec": ("aecodec", [1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 7.5, 8, 9, 10, 11, 12], None, _aecodec_codec),
         "jpeg420": ("JPEG 4:2:0", list(range(5, 100, 5)), pil,
                     lambda: _pillow_codec("JPEG", subsampling=2, optimize=False, progressive=False)),
         "jpeg444": ("JPEG 4:4:4", list(range(5, 100, 5)), pil,

@@ -1,6 +1,8 @@
 """The refinement layer (the qualities above REFINED_FROM): its tables, its round trip through the API on
 every backend and mode, and damage to it."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,16 @@ def test_tables_are_laplace_cdfs_narrow_to_wide():
         radius = -int(t.offsets[s])
         freqs = np.diff(t.cdfs[s, : t.lengths[s]])
         np.testing.assert_array_equal(freqs[:radius], freqs[radius + 1 : 2 * radius + 1][::-1])
+
+
+def test_tables_are_pinned():
+    """The tables are part of the format (docs/FORMAT.md, Refined files): a change breaks every refined file."""
+    t = refine.tables()
+    digest = hashlib.sha256()
+    for array in (t.cdfs, t.lengths, t.offsets):
+        digest.update(np.ascontiguousarray(array, dtype="<i4").tobytes())
+    assert t.cdfs.shape == (refine.SCALES, 2 * refine.RADIUS_MAX + 3)
+    assert digest.hexdigest() == "ff2d302e3c6da601f223e7e471029bab3dabf351c0e98d466bc24c3c4e9d6e68"
 
 
 def test_step_halves_with_each_quality():
