@@ -43,6 +43,7 @@ SCALES = 36
 SCALE_MIN = Decimal("0.1")
 SCALE_RATIO = Decimal("1.25")
 RADIUS_MAX = 2047  # values beyond a table's radius (at most this) are escaped
+BAND_BLOCK_ROWS = 32  # blocks rows coded or decoded at a time
 # Orthonormal, so the squared error of the coefficients is the image's: (1, 1, 1)/sqrt3, (1, 0, -1)/sqrt2,
 # (1, -2, 1)/sqrt6.
 COLOUR = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
@@ -107,12 +108,17 @@ def tables() -> CdfTables:
     return CdfTables(cdfs, lengths, offsets)
 
 
-def _classes(channels: int, blocks_high: int, blocks_wide: int) -> np.ndarray:
-    """Each coefficient's class, channel * BANDS + band, in coding order (channel, block row, block
-    column, u, v)."""
-    band = np.add.outer(np.arange(BLOCK), np.arange(BLOCK))
-    cls = np.arange(channels)[:, None, None, None, None] * BANDS + band
-    return np.broadcast_to(cls, (channels, blocks_high, blocks_wide, BLOCK, BLOCK)).ravel()
+def _class_grid(channels: int) -> np.ndarray:
+    """(C, 8, 8): each coefficient's class, component * BANDS + u + v."""
+    return np.arange(channels)[:, None, None] * BANDS + np.add.outer(np.arange(BLOCK), np.arange(BLOCK))
+
+
+def _per_coefficient(grid: np.ndarray, blocks_high: int, blocks_wide: int) -> np.ndarray:
+    """A (C, 8, 8) grid repeated over every block, in coding order (component, block row, block column,
+    u, v), as one contiguous int32 array."""
+    c = grid.shape[0]
+    return np.ascontiguousarray(np.broadcast_to(grid[:, None, None], (c, blocks_high, blocks_wide, BLOCK, BLOCK)),
+                                dtype=np.int32).ravel()
 
 
 def _to_coefficients(residual: np.ndarray) -> np.ndarray:
@@ -135,23 +141,34 @@ def _escape_bits(values: np.ndarray) -> np.ndarray:
     return 8.0 * np.maximum(1, np.ceil(np.log2(2 * np.abs(values) + 2) / 7))
 
 
-def _choose_scales(values: np.ndarray, classes: np.ndarray, n_classes: int, t: CdfTables) -> np.ndarray:
-    """Per class, the table that codes its values in the fewest bits (escapes included)."""
+def _choose_scales(values: np.ndarray, t: CdfTables) -> np.ndarray:
+    """values (C, bh, bw, 8, 8) -> per class, the table that codes its values in the fewest bits
+    (escapes included)."""
     span = RADIUS_MAX + 1
-    clipped = np.clip(values, -span, span) + span
-    hist = np.bincount(classes * (2 * span + 1) + clipped, minlength=n_classes * (2 * span + 1))
-    hist = hist.reshape(n_classes, 2 * span + 1).astype(np.float64)
+    c = values.shape[0]
+    hist = np.zeros((c * BANDS, 2 * span + 1))
+    classes = _class_grid(c)
+    for k in range(c):
+        for u in range(BLOCK):
+            for v in range(BLOCK):
+                clipped = np.clip(values[k, :, :, u, v].ravel(), -span, span) + span
+                hist[classes[k, u, v]] += np.bincount(clipped, minlength=2 * span + 1)
     grid = np.arange(-span, span + 1)
     lengths = t.cached("code_lengths", code_lengths)
     costs = np.empty((SCALES, 2 * span + 1))
     for s in range(SCALES):
         radius = -int(t.offsets[s])
         inside = np.abs(grid) <= radius
-        code = np.zeros(grid.shape)
-        code[inside] = lengths[s, grid[inside] + radius]
-        code[~inside] = lengths[s, t.escape_symbols[s]] + _escape_bits(grid[~inside])
-        costs[s] = code
+        costs[s, inside] = lengths[s, grid[inside] + radius]
+        costs[s, ~inside] = lengths[s, t.escape_symbols[s]] + _escape_bits(grid[~inside])
     return np.argmin(hist @ costs.T, axis=1).astype(np.uint8)
+
+
+def _bands(blocks_high: int):
+    """Slices of block rows: the float temporaries are a band's, not the image's (a 24 MP image's
+    coefficients are 580 MB in float64)."""
+    for start in range(0, blocks_high, BAND_BLOCK_ROWS):
+        yield slice(start, min(blocks_high, start + BAND_BLOCK_ROWS))
 
 
 def encode(original: np.ndarray, decoded: np.ndarray, step: float, backend: str | None = None) -> bytes:
@@ -161,20 +178,26 @@ def encode(original: np.ndarray, decoded: np.ndarray, step: float, backend: str 
     step_units = min(MAX_STEP_UNITS, max(1, round(step * STEP_UNITS)))
     step = step_units / STEP_UNITS
     h, w, c = original.shape
-    residual = original.astype(np.float64) - decoded
-    # Edge-replicated to whole blocks: a block cut by the border codes no artificial edge.
-    residual = np.pad(residual, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge")
-    coefficients = _to_coefficients(residual)
-    values = np.sign(coefficients) * np.floor(np.abs(coefficients) / step + ROUNDING)
-    values = np.clip(values, -MAX_QUANTIZED, MAX_QUANTIZED).astype(np.int64).ravel()
-    classes = _classes(c, *coefficients.shape[1:3])
+    bh, bw = -(-h // BLOCK), -(-w // BLOCK)
+    values = np.empty((c, bh, bw, BLOCK, BLOCK), dtype=np.int32)
+    for band in _bands(bh):
+        rows = slice(band.start * BLOCK, min(h, band.stop * BLOCK))
+        residual = original[rows].astype(np.float64) - decoded[rows]
+        # Edge-replicated to whole blocks: a block cut by the border codes no artificial edge.
+        pad = (band.stop - band.start) * BLOCK - residual.shape[0]
+        residual = np.pad(residual, ((0, pad), (0, -w % BLOCK), (0, 0)), mode="edge")
+        coefficients = _to_coefficients(residual)
+        quantized = np.sign(coefficients) * np.floor(np.abs(coefficients) / step + ROUNDING)
+        values[:, band] = np.clip(quantized, -MAX_QUANTIZED, MAX_QUANTIZED)
     t = tables()
-    scales = _choose_scales(values, classes, c * BANDS, t)
-    indexes = scales[classes].astype(np.int32)
-    symbols = values - t.offsets[indexes]
-    escaped = (symbols < 0) | (symbols >= t.escape_symbols[indexes])
-    symbols = np.where(escaped, t.escape_symbols[indexes], symbols).astype(np.int32)
-    escapes = b"".join(varint(zigzag(int(v))) for v in values[escaped])
+    scales = _choose_scales(values, t)
+    table_grid = scales[_class_grid(c)]
+    indexes = _per_coefficient(table_grid, bh, bw)
+    symbols = (values - t.offsets[table_grid][:, None, None]).ravel()
+    escape = t.escape_symbols[indexes]
+    escaped = (symbols < 0) | (symbols >= escape)
+    symbols[escaped] = escape[escaped]
+    escapes = b"".join(varint(zigzag(int(v))) for v in values.ravel()[escaped])
     stream = coder.encode_stream(symbols, indexes, t, backend=backend)
     return varint(step_units) * c + scales.tobytes() + varint(len(escapes)) + escapes + stream
 
@@ -192,24 +215,33 @@ def decode(data: bytes, decoded: np.ndarray, backend: str | None = None) -> np.n
     escapes = EscapeReader(reader.take(reader.varint()))
     stream = reader.rest()
     bh, bw = -(-h // BLOCK), -(-w // BLOCK)
-    indexes = scales[_classes(c, bh, bw)].astype(np.int32)
     t = tables()
-    check_size(stream, indexes, t)
-    symbols = coder.decode_stream(stream, indexes, t, backend=backend)
-    values = symbols.astype(np.int64) + t.offsets[indexes]
-    outside = symbols == t.escape_symbols[indexes]
-    if outside.any():
-        values[outside] = escapes.take(int(outside.sum()))
+    table_grid = scales[_class_grid(c)]
+    check_size(stream, table_grid, bh * bw, t)
+    symbols = coder.decode_stream(stream, _per_coefficient(table_grid, bh, bw), t, backend=backend)
+    symbols = symbols.reshape(c, bh, bw, BLOCK, BLOCK)
+    escaped = np.nonzero(symbols == t.escape_symbols[table_grid][:, None, None])  # in coding order
+    escaped_values = np.array(escapes.take(len(escaped[0])), dtype=np.float64)
     escapes.finish()
-    coefficients = values.reshape(c, bh, bw, BLOCK, BLOCK) * (steps / STEP_UNITS)[:, None, None, None, None]
-    residual = _from_coefficients(coefficients)[:h, :w]
-    return np.clip(np.rint(decoded + residual), 0, 255).astype(np.uint8)
+    offsets = t.offsets[table_grid][:, None, None].astype(np.float64)
+    scale = (steps / STEP_UNITS)[:, None, None, None, None]
+    refined = np.empty_like(decoded)
+    for band in _bands(bh):
+        values = symbols[:, band] + offsets
+        inside = (escaped[1] >= band.start) & (escaped[1] < band.stop)
+        k, row, col, u, v = (index[inside] for index in escaped)
+        values[k, row - band.start, col, u, v] = escaped_values[inside]
+        residual = _from_coefficients(values * scale)
+        rows = slice(band.start * BLOCK, min(h, band.stop * BLOCK))
+        base = decoded[rows]
+        refined[rows] = np.clip(np.rint(base + residual[: base.shape[0], :w]), 0, 255)
+    return refined
 
 
-def check_size(stream: bytes, indexes: np.ndarray, t: CdfTables) -> None:
+def check_size(stream: bytes, table_grid: np.ndarray, blocks: int, t: CdfTables) -> None:
     """Refuse a stream too short for its symbols before decoding works for them (see
     LatentCoder.check_stream_sizes): no symbol codes in fewer bits than its table's most probable one."""
-    least_bits = float(np.bincount(indexes, minlength=SCALES) @ t.min_bits())
+    least_bits = blocks * float(t.min_bits()[table_grid].sum())
     if 8 * len(stream) < least_bits / 2:
         raise DecodeError(f"refinement stream is too short for the image size in the header "
                           f"({len(stream)} bytes, at least {least_bits / 16:.0f} needed)")

@@ -191,3 +191,18 @@ def test_each_component_has_its_own_step(tiny_model):
     assert unclipped.mean() > 0.5
     grey_axis = same.mean(axis=2) - coarser_chroma.mean(axis=2)
     assert np.abs(grey_axis[unclipped]).max() <= 1 and np.abs(same - coarser_chroma).max() > 2
+
+
+def test_bands_change_nothing(tiny_model, monkeypatch):
+    """Coding and decoding a few block rows at a time (to bound memory) gives the bytes and pixels of one band,
+    escapes included."""
+    image = natural_like(70, 36, seed=6)  # 9 block rows, the last one cut
+    image[[5, 30, 60, 69], [3, 20, 35, 0]] = 0  # outliers for the escapes, in four bands
+    whole = aecodec.encode(image, QUALITY_MAX, mode="learned", weights=tiny_model)
+    reader = aec_format.ByteReader(aec_format.unpack(whole)[1]["refine"], "test")
+    [reader.varint() for _ in range(3)], reader.take(3 * refine.BANDS)
+    assert reader.varint() > 0
+    expected = np.asarray(aecodec.decode(whole, weights=tiny_model, precision="float32"))
+    monkeypatch.setattr(refine, "BAND_BLOCK_ROWS", 2)
+    assert aecodec.encode(image, QUALITY_MAX, mode="learned", weights=tiny_model) == whole
+    np.testing.assert_array_equal(np.asarray(aecodec.decode(whole, weights=tiny_model, precision="float32")), expected)
