@@ -139,22 +139,23 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
         return {**streams, "alpha": alpha}, symbols_crc
 
     @functools.cache
-    def refinement_base(quality: float, effort: int) -> tuple[dict, int, np.ndarray]:
-        """The learned file a refinement adds to, and its decoded channels (in float32, so the residual does
-        not depend on this machine's default precision)."""
+    def refinement_base(quality: float, effort: int) -> tuple[dict, int, np.ndarray, np.ndarray]:
+        """The learned file a refinement adds to, its decoded channels (in float32, so the residual does not
+        depend on this machine's default precision) and its activity map."""
         streams, symbols_crc = learned_at(quality, effort)
         header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
-        colour = _decode_colour(model, header, streams, backend, dev, torch.float32)
-        return streams, symbols_crc, refine.channels(picture.mode, colour)
+        colour, activity, _ = _decode_colour(model, header, streams, backend, dev, torch.float32)
+        return streams, symbols_crc, refine.channels(picture.mode, colour), activity
 
     def encode_at(quality: float, effort: int = effort) -> bytes:
         plan = refine.plan(quality)
         learned_quality = None
         if plan:
             learned_quality, step = plan
-            streams, symbols_crc, decoded = refinement_base(learned_quality, effort)
+            streams, symbols_crc, decoded, activity = refinement_base(learned_quality, effort)
             with _stage("refine"):
-                refinement = refine.encode(refine.channels(picture.mode, picture.colour), decoded, step, backend)
+                refinement = refine.encode(refine.channels(picture.mode, picture.colour), decoded, activity, step,
+                                           backend)
             streams = {**streams, "refine": refinement}
         else:
             streams, symbols_crc = learned_at(quality, effort)
@@ -314,10 +315,10 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
             f"file was made by model {header.model_id.hex()}, which this aecodec does not have "
             f"(released models: {', '.join(RELEASES)}; pass weights= for others)"
         )
-    colour, alpha = _decode_colour(model, header, streams, backend, dev, dtype, with_alpha=True)
+    colour, activity, alpha = _decode_colour(model, header, streams, backend, dev, dtype, with_alpha=True)
     if header.refined:
         with _stage("refine"):
-            refined = refine.decode(streams["refine"], refine.channels(header.mode, colour), backend)
+            refined = refine.decode(streams["refine"], refine.channels(header.mode, colour), activity, backend)
             colour = refine.to_colour(refined)
     with _stage("image", dev):
         if output == "pil":
@@ -326,7 +327,8 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
 
 
 def _decode_colour(model: Model, header: aec_format.Header, streams: dict, backend, dev, dtype, with_alpha=False):
-    """A learned file's decoded colour (H, W, 3) uint8 (and alpha, when with_alpha), before any refinement."""
+    """A learned file's decoded colour (H, W, 3) uint8 before any refinement, the refinement's activity map
+    (refine.activity) and alpha (when with_alpha, else None)."""
     if not QUALITY_MIN <= header.model_quality <= LEARNED_MAX:
         raise DecodeError(f"the model's quality {header.model_quality:g} is outside its range "
                           f"[{QUALITY_MIN:g}, {LEARNED_MAX:g}]")
@@ -340,13 +342,13 @@ def _decode_colour(model: Model, header: aec_format.Header, streams: dict, backe
     pad_h, pad_w = -(-header.height // STRIDE) * STRIDE, -(-header.width // STRIDE) * STRIDE
     z_shape = (model.net.N, pad_h // STRIDE, pad_w // STRIDE)
     with _stage("entropy"):
-        y_hat = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
+        y_hat, y_values = model.latents.decode(streams, z_shape, header.symbols_crc, backend=backend)
     net = model.net.to(dev)
     with _stage("network", dev), torch.inference_mode():
         x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.model_quality], device=dev), dtype)
     with _stage("image", dev):
         colour = images.from_network(x_hat, header.width, header.height)
-    return (colour, alpha) if with_alpha else colour
+    return colour, refine.activity(y_values), alpha
 
 
 def _array_output(array: np.ndarray, output: str):

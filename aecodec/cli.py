@@ -224,7 +224,10 @@ def cmd_models(args) -> None:
 
 
 def _coding(meta: dict) -> str:
-    return meta["coding"] if meta["quality"] is None else f"{meta['coding']}, quality {meta['quality']:g}"
+    if meta["quality"] is None:
+        return meta["coding"]
+    under = f" (the model's at {meta['learned_quality']:g})" if meta["learned_quality"] is not None else ""
+    return f"{meta['coding']}, quality {meta['quality']:g}{under}"
 
 
 def cmd_train(args) -> None:

@@ -207,6 +207,7 @@ def info(data: bytes) -> dict:
         "mode": header.mode,
         "coding": f"lossless ({header.coding})" if header.lossless else "learned + refinement" if header.refined else "learned",
         "quality": header.quality,
+        "learned_quality": header.learned_quality,  # the model's quality under a refinement layer; else None
         "model_id": None if header.lossless else header.model_id.hex(),
         "model": release.name if release else None,  # None: lossless, or weights this aecodec does not ship
         "bytes": len(data),

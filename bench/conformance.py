@@ -112,7 +112,7 @@ def main(argv=None) -> None:
             continue
         rgba = test_pattern(height, width, seed)
         source = Image.fromarray(rgba, "RGBA").convert(mode) if mode != "RGBA" else Image.fromarray(rgba, "RGBA")
-        data = aecodec.encode(source, quality=quality, weights=args.model)
+        data = aecodec.encode(source, quality=quality, mode="learned", weights=args.model)
         decoded = aecodec.decode(data, precision="float32")  # the reference precision the tests decode at
         (out / f"{name}.aec").write_bytes(data)
         decoded.save(out / f"{name}.png")
