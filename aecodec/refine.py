@@ -183,7 +183,7 @@ def _choose_scales(values: np.ndarray, blocks: np.ndarray, t: CdfTables) -> np.n
 
 def _present_classes(c: int, blocks: np.ndarray) -> np.ndarray:
     """The classes whose activity some block has, in class order: those the stream names a table for."""
-    return _class_grid(c)[np.unique(blocks)].ravel()
+    return np.unique(_class_grid(c)[np.unique(blocks)])
 
 
 def _bands(blocks_high: int):

@@ -226,3 +226,10 @@ def test_activity_counts_nonzero_latents_per_position():
     # A 16x16 latent position covers 2x2 blocks; an image of 3x5 blocks uses 2x3 positions.
     blocks = refine._block_activity(np.arange(12).reshape(3, 4), 3, 5)
     np.testing.assert_array_equal(blocks, [[0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [4, 4, 5, 5, 6]])
+
+
+def test_stream_names_one_table_per_present_class():
+    blocks = np.array([[1, 1, 3], [3, 1, 1]])
+    present = refine._present_classes(3, blocks)
+    assert list(present) == sorted(set(present)) and len(present) == 2 * 3 * refine.BANDS
+    assert set(present // (3 * refine.BANDS)) == {1, 3}
