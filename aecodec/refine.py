@@ -21,7 +21,7 @@ import numpy as np
 
 from . import coder
 from . import image as images
-from .coder.tables import MAX_QUANTIZED, PRECISION, CdfTables, code_lengths
+from .coder.tables import MAX_QUANTIZED, PRECISION, CdfTables, code_lengths, lanes_for_size
 from .entropy import EscapeReader, zigzag
 from .errors import DecodeError
 from .format import ByteReader, varint
@@ -156,9 +156,9 @@ def _escape_bits(values: np.ndarray) -> np.ndarray:
     return 8.0 * np.maximum(1, np.ceil(np.log2(2 * np.abs(values) + 2) / 7))
 
 
-def _choose_scales(values: np.ndarray, blocks: np.ndarray, t: CdfTables) -> np.ndarray:
-    """values (C, bh, bw, 8, 8), blocks' activities (bh, bw) -> per class, the table that codes its values in
-    the fewest bits (escapes included)."""
+def _choose_scales(values: np.ndarray, blocks: np.ndarray, t: CdfTables) -> tuple[np.ndarray, float]:
+    """values (C, bh, bw, 8, 8), blocks' activities (bh, bw) -> (per class, the table that codes its values
+    in the fewest bits (escapes included); those bits in all)."""
     span = RADIUS_MAX + 1
     c = values.shape[0]
     classes = _class_grid(c)
@@ -178,7 +178,8 @@ def _choose_scales(values: np.ndarray, blocks: np.ndarray, t: CdfTables) -> np.n
         inside = np.abs(grid) <= radius
         costs[s, inside] = lengths[s, grid[inside] + radius]
         costs[s, ~inside] = lengths[s, t.escape_symbols[s]] + _escape_bits(grid[~inside])
-    return np.argmin(hist @ costs.T, axis=1).astype(np.uint8)
+    class_costs = hist @ costs.T
+    return np.argmin(class_costs, axis=1).astype(np.uint8), float(class_costs.min(axis=1).sum())
 
 
 def _present_classes(c: int, blocks: np.ndarray) -> np.ndarray:
@@ -215,15 +216,19 @@ def encode(original: np.ndarray, decoded: np.ndarray, activity_map: np.ndarray, 
         values[:, band] = np.clip(quantized, -MAX_QUANTIZED, MAX_QUANTIZED)
     t = tables()
     blocks = _block_activity(activity_map, bh, bw)
-    scales = _choose_scales(values, blocks, t)
+    scales, bits = _choose_scales(values, blocks, t)
     table_grid = scales[_class_grid(c)]
-    indexes = _per_coefficient(table_grid, blocks)
-    symbols = values.ravel() - t.offsets[indexes]
-    escape = t.escape_symbols[indexes]
-    escaped = (symbols < 0) | (symbols >= escape)
-    symbols[escaped] = escape[escaped]
-    escapes = b"".join(varint(zigzag(int(v))) for v in values.ravel()[escaped])
-    stream = coder.encode_stream(symbols, indexes, t, backend=backend)
+    symbols = np.empty_like(values)
+    escaped = np.empty(values.shape, dtype=bool)
+    for k in range(c):  # a component at a time: the temporaries are a third of the image's
+        grid = table_grid[:, k][blocks]
+        escape = t.escape_symbols[grid]
+        symbols[k] = values[k] - t.offsets[grid]
+        escaped[k] = (symbols[k] < 0) | (symbols[k] >= escape)
+        symbols[k][escaped[k]] = escape[escaped[k]]
+    escapes = b"".join(varint(zigzag(int(v))) for v in values[escaped])
+    stream = coder.encode_stream(symbols.ravel(), _per_coefficient(table_grid, blocks), t,
+                                 lanes=lanes_for_size(symbols.size, bits / 8), backend=backend)
     named = scales[_present_classes(c, blocks)].tobytes()
     return varint(step_units) * c + named + varint(len(escapes)) + escapes + stream
 

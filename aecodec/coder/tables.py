@@ -27,8 +27,12 @@ def lanes_for(symbols: np.ndarray, indexes: np.ndarray, tables: "CdfTables") -> 
     if symbols.size == 0:
         return 1
     bits = tables.cached("code_lengths", code_lengths)
-    payload_bytes = bits.ravel()[indexes.astype(np.int64) * bits.shape[1] + symbols].sum() / 8
-    return int(min(default_lanes(symbols.size), max(1, payload_bytes // BYTES_PER_LANE)))
+    return lanes_for_size(symbols.size, bits.ravel()[indexes.astype(np.int64) * bits.shape[1] + symbols].sum() / 8)
+
+
+def lanes_for_size(num_symbols: int, payload_bytes: float) -> int:
+    """lanes_for, given the payload's size (for callers that know it without a gather per symbol)."""
+    return int(min(default_lanes(num_symbols), max(1, payload_bytes // BYTES_PER_LANE)))
 
 
 def code_lengths(tables: "CdfTables") -> np.ndarray:
