@@ -131,8 +131,8 @@ class LatentCoder:
         return streams, symbols_crc(z_values, y_values, y_idx, y_means.numpy())
 
     def decode(self, streams: dict, z_shape, expected_crc: int, backend: str | None = None) -> tuple[torch.Tensor, np.ndarray]:
-        """Streams -> (y_hat (1, M, 4h, 4w) float32, y's quantized values (M, 4h, 4w) int64); raises
-        DecodeError if anything disagrees."""
+        """Streams -> (y_hat (1, M, 4h, 4w) float32, y's quantized values (M, 4h, 4w), integers in float64);
+        raises DecodeError if anything disagrees."""
         self.check_stream_sizes(streams, z_shape)
         escapes = EscapeReader(streams["escapes"])
         z_idx = self._z_indexes(z_shape)
@@ -147,7 +147,7 @@ class LatentCoder:
         if symbols_crc(z_values, y_values, y_idx, y_means.numpy()) != expected_crc:
             raise DecodeError("decoded latents fail their checksum: corrupt file or a model mismatch")
         y_hat = torch.from_numpy(y_values) + y_means.double() * 2.0**-ACT_FRACTION
-        return y_hat.float(), y_values[0].astype(np.int64)
+        return y_hat.float(), y_values[0]
 
 
     def check_stream_sizes(self, streams: dict, z_shape) -> None:

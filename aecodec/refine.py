@@ -227,6 +227,7 @@ def encode(original: np.ndarray, decoded: np.ndarray, activity_map: np.ndarray, 
         escaped[k] = (symbols[k] < 0) | (symbols[k] >= escape)
         symbols[k][escaped[k]] = escape[escaped[k]]
     escapes = b"".join(varint(zigzag(int(v))) for v in values[escaped])
+    del values, escaped  # the coder's arrays take their place
     stream = coder.encode_stream(symbols.ravel(), _per_coefficient(table_grid, blocks), t,
                                  lanes=lanes_for_size(symbols.size, bits / 8), backend=backend)
     named = scales[_present_classes(c, blocks)].tobytes()
