@@ -25,7 +25,7 @@ def test_every_class_is_an_aec_error(cls):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"quality": 11}, "quality must be"),
+        ({"quality": 12.5}, "quality must be"),
         ({"quality": "high"}, "quality must be a number"),
         ({"quality": 3, "target_bpp": 1.0}, "one of"),
         ({"target_bytes": -5}, "positive"),

@@ -233,3 +233,11 @@ def test_stream_names_one_table_per_present_class():
     present = refine._present_classes(3, blocks)
     assert list(present) == sorted(set(present)) and len(present) == 2 * 3 * refine.BANDS
     assert set(present // (3 * refine.BANDS)) == {1, 3}
+
+
+def test_older_readers_refuse_refined_files_by_their_version(tiny_model, monkeypatch):
+    """aecodec 0.13.0 reads versions 1 and 2: its check, replayed here, refuses a refined file by its version."""
+    data = _refined_file(tiny_model)
+    monkeypatch.setattr(aec_format, "VERSIONS", (aec_format.VERSION, aec_format.LOSSLESS_VERSION))
+    with pytest.raises(DecodeError, match="unsupported .aec format version 3"):
+        aecodec.decode(data, weights=tiny_model)
