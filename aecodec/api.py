@@ -144,8 +144,8 @@ def encode(image, quality: float | None = None, *, target_bpp: float | None = No
         depend on this machine's default precision) and its activity map."""
         streams, symbols_crc = learned_at(quality, effort)
         header = aec_format.Header(picture.mode, model.model_id, quality, picture.width, picture.height, symbols_crc)
-        colour, activity, _ = _decode_colour(model, header, streams, backend, dev, torch.float32)
-        return streams, symbols_crc, refine.channels(picture.mode, colour), activity
+        colour, y_values, _ = _decode_colour(model, header, streams, backend, dev, torch.float32)
+        return streams, symbols_crc, refine.channels(picture.mode, colour), refine.activity(y_values)
 
     def encode_at(quality: float, effort: int = effort) -> bytes:
         plan = refine.plan(quality)
@@ -315,10 +315,11 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
             f"file was made by model {header.model_id.hex()}, which this aecodec does not have "
             f"(released models: {', '.join(RELEASES)}; pass weights= for others)"
         )
-    colour, activity, alpha = _decode_colour(model, header, streams, backend, dev, dtype, with_alpha=True)
+    colour, y_values, alpha = _decode_colour(model, header, streams, backend, dev, dtype, with_alpha=True)
     if header.refined:
         with _stage("refine"):
-            refined = refine.decode(streams["refine"], refine.channels(header.mode, colour), activity, backend)
+            refined = refine.decode(streams["refine"], refine.channels(header.mode, colour),
+                                    refine.activity(y_values), backend)
             colour = refine.to_colour(refined)
     with _stage("image", dev):
         if output == "pil":
@@ -327,8 +328,8 @@ def decode(data: bytes, *, weights=None, backend: str | None = None, device=None
 
 
 def _decode_colour(model: Model, header: aec_format.Header, streams: dict, backend, dev, dtype, with_alpha=False):
-    """A learned file's decoded colour (H, W, 3) uint8 before any refinement, the refinement's activity map
-    (refine.activity) and alpha (when with_alpha, else None)."""
+    """A learned file's decoded colour (H, W, 3) uint8 before any refinement, y's quantized values (what a
+    refinement's activity map comes from) and alpha (when with_alpha, else None)."""
     if not QUALITY_MIN <= header.model_quality <= LEARNED_MAX:
         raise DecodeError(f"the model's quality {header.model_quality:g} is outside its range "
                           f"[{QUALITY_MIN:g}, {LEARNED_MAX:g}]")
@@ -348,7 +349,7 @@ def _decode_colour(model: Model, header: aec_format.Header, streams: dict, backe
         x_hat = net.synthesis(y_hat.to(dev), torch.tensor([header.model_quality], device=dev), dtype)
     with _stage("image", dev):
         colour = images.from_network(x_hat, header.width, header.height)
-    return colour, refine.activity(y_values), alpha
+    return colour, y_values, alpha
 
 
 def _array_output(array: np.ndarray, output: str):
